@@ -1,0 +1,150 @@
+"""timm feature extractors with offline-first weight resolution (DESIGN §5).
+
+Order: an explicit file; `backbone_dir/<timm name>.{safetensors,pth,bin}`; timm's cache/hub only when
+downloads are allowed; otherwise `MissingWeightsError` naming the file expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from ad_core.settings import settings
+
+if not settings.allow_download:  # must happen before timm (huggingface_hub) is imported
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".bin")
+
+
+class MissingWeightsError(FileNotFoundError):
+    """No pretrained weights could be found offline for a backbone."""
+
+
+class WeightsMismatchError(ValueError):
+    """A weights file does not fit the backbone it was given for."""
+
+
+def weight_candidates(name: str, backbone_dir: Path) -> list[Path]:
+    """Files looked for, in order: the full timm name, then the name without its pretrained tag."""
+    stems = [name] + ([name.split(".")[0]] if "." in name else [])
+    return [backbone_dir / f"{stem}{suffix}" for stem in stems for suffix in WEIGHT_SUFFIXES]
+
+
+def find_weights(name: str, weights_file: str | Path | None = None, backbone_dir: str | Path | None = None) -> Path | None:
+    """The local weights file for `name`, or None when there is none."""
+    if weights_file is not None:
+        path = Path(weights_file).expanduser()
+        if not path.is_file():
+            raise MissingWeightsError(f"weights file {path} does not exist")
+        return path
+    directory = Path(backbone_dir if backbone_dir is not None else settings.backbone_dir).expanduser()
+    for path in weight_candidates(name, directory):
+        if path.is_file():
+            return path
+    return None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Load tensors without unpickling arbitrary objects."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "module"):  # common wrappers of training checkpoints
+            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+                state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsMismatchError(f"{path} does not hold a flat dict of tensors")
+    return state
+
+
+def _file_key(model_key: str, file_keys: set[str]) -> str | None:
+    """Map a features-only model key back to the full model's key (timm flattens `stages.0` to `stages_0`)."""
+    if model_key in file_keys:
+        return model_key
+    unflat = re.sub(r"^([A-Za-z]+)_(\d+)\.", r"\1.\2.", model_key)
+    return unflat if unflat in file_keys else None
+
+
+def verify_loaded(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Check key by key that every tensor of the extractor came from the file (timm loads non-strictly)."""
+    file_keys = set(state)
+    missing, different = [], []
+    for key, tensor in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        file_key = _file_key(key, file_keys)
+        if file_key is None:
+            missing.append(key)
+        elif state[file_key].shape != tensor.shape or not torch.equal(state[file_key].to(tensor.dtype), tensor.cpu()):
+            different.append(key)
+    if missing or different:
+        example = sorted(file_keys)[:3]
+        raise WeightsMismatchError(
+            f"{path} does not match backbone: {len(missing)} tensors missing from the file "
+            f"(e.g. {missing[:3]}), {len(different)} not loaded (e.g. {different[:3]}). "
+            f"File keys look like {example}; expected keys like {list(model.state_dict())[:3]}."
+        )
+
+
+def layer_indices(name: str, layers: Sequence[str | int]) -> list[int]:
+    """Translate layer names (e.g. 'layer2') into timm `out_indices`."""
+    if all(isinstance(layer, int) for layer in layers):
+        return [int(layer) for layer in layers]
+    with torch.device("meta"):
+        probe = timm.create_model(name, pretrained=False, features_only=True)
+    names = probe.feature_info.module_name()
+    out = []
+    for layer in layers:
+        if isinstance(layer, int):
+            out.append(layer)
+        elif layer in names:
+            out.append(names.index(layer))
+        else:
+            raise ValueError(f"backbone {name!r} has no feature layer {layer!r}; available: {names}")
+    return out
+
+
+def create_feature_extractor(
+    name: str,
+    layers: Sequence[str | int],
+    pretrained: bool = True,
+    weights_file: str | Path | None = None,
+    backbone_dir: str | Path | None = None,
+    allow_download: bool | None = None,
+) -> nn.Module:
+    """A frozen-able timm `features_only` model returning the requested layers, weights found offline."""
+    indices = layer_indices(name, layers)
+    kwargs = dict(features_only=True, out_indices=indices)
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    path = find_weights(name, weights_file, backbone_dir)
+    if path is not None:
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        verify_loaded(model, read_state_dict(path), path)
+        return model
+    downloads = settings.allow_download if allow_download is None else allow_download
+    if downloads:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    directory = Path(backbone_dir if backbone_dir is not None else settings.backbone_dir).expanduser()
+    expected = weight_candidates(name, directory)[0]
+    raise MissingWeightsError(
+        f"no pretrained weights for backbone {name!r}: put them at {expected} "
+        f"(or .pth/.bin), pass weights_file=..., set backbone_dir, allow downloads with "
+        f"ADCORE_ALLOW_DOWNLOAD=1, or use pretrained=False (random weights, much lower accuracy)."
+    )
+
+
+def warn_random_weights(name: str, reason: str) -> None:
+    warnings.warn(f"backbone {name!r} uses random weights ({reason}); results will be far below pretrained ones",
+                  stacklevel=2)

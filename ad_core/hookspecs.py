@@ -1,0 +1,24 @@
+"""The pluggy hook specification: what a plugin may implement (DESIGN §3)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pluggy
+
+PROJECT = "adcore"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def adcore_register_models(register: Callable) -> None:
+    """Call `register(ModelSpec(...))` once per model this plugin provides."""
+
+
+@hookspec
+def adcore_register_datasets(register: Callable) -> None:
+    """Call `register(name, factory)` for each dataset format this plugin provides.
+
+    `factory` is a `"module:attr"` string naming a callable `(root, category, split, image_size, ...) -> Dataset`.
+    """

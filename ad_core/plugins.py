@@ -1,0 +1,205 @@
+"""Finds plugins through the `adcore` entry-point group and collects what they register.
+
+A plugin that fails to import or registers a bad spec becomes a *broken* row with its error;
+it never takes the CLI or the other plugins down (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Callable
+
+import pluggy
+
+from ad_core import hookspecs
+from ad_core.specs import ModelSpec, SpecError
+
+ENV_FILTER = "ADCORE_LOAD_PLUGINS"
+ENTRY_POINT_GROUP = "adcore"
+
+
+class PluginError(RuntimeError):
+    """A plugin problem the user must fix (e.g. two plugins claim one model name)."""
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence
+        return str(self.args[0])
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str = ""
+    version: str = ""
+    models: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def broken(self) -> bool:
+        return self.error is not None
+
+
+@dataclass
+class ModelEntry:
+    spec: ModelSpec
+    plugin: str
+
+
+class Registry:
+    """Every model name (and variant name) known, with the plugin that registered it."""
+
+    def __init__(self) -> None:
+        self.plugins: dict[str, PluginInfo] = {}
+        self.models: dict[str, ModelEntry] = {}
+        self.variants: dict[str, str] = {}  # variant name -> base model name
+        self.datasets: dict[str, str] = {}  # dataset name -> "module:attr"
+
+    def register_model(self, spec: ModelSpec, plugin: str) -> None:
+        if not isinstance(spec, ModelSpec):
+            raise SpecError(f"register() expects a ModelSpec, got {type(spec).__name__}")
+        spec.validate()
+        for name in (spec.name, *spec.variants):
+            owner = self._owner(name)
+            if owner is not None:
+                raise PluginError(
+                    f"model name {name!r} is registered by two plugins: {owner!r} and {plugin!r}. "
+                    f"Uninstall one, or restrict loading with {ENV_FILTER}."
+                )
+        self.models[spec.name] = ModelEntry(spec, plugin)
+        for v in spec.variants:
+            self.variants[v] = spec.name
+
+    def _owner(self, name: str) -> str | None:
+        if name in self.models:
+            return self.models[name].plugin
+        if name in self.variants:
+            return self.models[self.variants[name]].plugin
+        return None
+
+    def resolve(self, name: str) -> tuple[ModelSpec, str]:
+        """Model or variant name -> (base spec, variant name). Unknown names list what exists."""
+        key = name.strip().lower()
+        if key in self.models:
+            return self.models[key].spec, key
+        if key in self.variants:
+            return self.models[self.variants[key]].spec, key
+        known = sorted([*self.models, *self.variants])
+        broken = [p.name for p in self.plugins.values() if p.broken]
+        hint = f" Broken plugins (see `adcore plugins`): {', '.join(broken)}." if broken else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}. Known models: {', '.join(known) or '(none: install a plugin such as ad-memory)'}."
+            + hint
+        )
+
+    def all_names(self) -> list[str]:
+        return sorted([*self.models, *self.variants])
+
+
+def _wanted(name: str) -> bool:
+    raw = os.environ.get(ENV_FILTER)
+    if raw is None:
+        return True
+    return name in {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
+    """Call each plugin's hooks on its own, so one bad plugin spoils only its own row."""
+    for impl in pm.hook.adcore_register_models.get_hookimpls():
+        name = impl.plugin_name
+        info = registry.plugins.setdefault(name, PluginInfo(name=name))
+        if info.broken:
+            continue
+        before_models = dict(registry.models)
+        before_variants = dict(registry.variants)
+        added: list[str] = []
+
+        def register(spec: ModelSpec, _plugin: str = name, _added: list[str] = added) -> None:
+            registry.register_model(spec, _plugin)
+            _added.append(spec.name)
+
+        try:
+            impl.function(register=register)
+        except Exception as exc:  # a plugin's fault: report it, keep going
+            registry.models, registry.variants = before_models, before_variants
+            info.error = _first_line(exc)
+            continue
+        info.models.extend(added)
+    for impl in pm.hook.adcore_register_datasets.get_hookimpls():
+        info = registry.plugins.setdefault(impl.plugin_name, PluginInfo(name=impl.plugin_name))
+
+        def register_dataset(name: str, factory: str) -> None:
+            registry.datasets[name.lower()] = factory
+
+        try:
+            impl.function(register=register_dataset)
+        except Exception as exc:
+            info.error = _first_line(exc)
+
+
+def load_registry(extra_plugins: list[tuple[str, object]] | None = None) -> Registry:
+    """Build a registry from installed entry points plus any plugins passed in (tests use this)."""
+    registry = Registry()
+    pm = make_plugin_manager()
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if not _wanted(ep.name) or ep.name in registry.plugins:
+            continue
+        dist = getattr(ep, "dist", None)
+        info = PluginInfo(
+            name=ep.name,
+            distribution=dist.metadata["Name"] if dist is not None else "",
+            version=dist.version if dist is not None else "",
+        )
+        registry.plugins[ep.name] = info
+        try:
+            module = ep.load()
+            pm.register(module, name=ep.name)
+        except Exception as exc:  # ImportError, SyntaxError, pluggy validation errors ...
+            info.error = _first_line(exc)
+    for name, plugin in extra_plugins or []:
+        registry.plugins[name] = PluginInfo(name=name)
+        try:
+            pm.register(plugin, name=name)
+        except Exception as exc:
+            registry.plugins[name].error = _first_line(exc)
+    _collect(pm, registry)
+    return registry
+
+
+_REGISTRY: Registry | None = None
+_EXTRA: list[tuple[str, object]] = []
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded once."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = load_registry(_EXTRA)
+    return _REGISTRY
+
+
+def register_plugin(plugin: object, name: str) -> Callable[[], None]:
+    """Add an in-process plugin (tests, notebooks); returns a function that removes it again."""
+    global _REGISTRY
+    _EXTRA.append((name, plugin))
+    _REGISTRY = None
+
+    def unregister() -> None:
+        global _REGISTRY
+        _EXTRA[:] = [(n, p) for n, p in _EXTRA if n != name]
+        _REGISTRY = None
+
+    return unregister

@@ -1,0 +1,90 @@
+"""`ModelSpec`: a lazy description of a model that a plugin registers.
+
+Nothing here imports torch or the plugin's model code, so listing models stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+TRAINERS = ("feature_bank", "gradient")
+
+# Settings that steer a run rather than the network; a model receives them only if its factory asks.
+RUN_KEYS = frozenset(
+    {
+        "image_size",
+        "batch_size",
+        "eval_batch_size",
+        "num_epochs",
+        "max_steps",
+        "normalize",
+        "num_workers",
+        "seed",
+        "device",
+        "grad_clip",
+        "early_stopping_patience",
+        "val_metric",
+        "threshold_method",
+        "k_sigma",
+        "pretrained",
+        "backbone_dir",
+        "weights_file",
+        "allow_download",
+    }
+)
+
+
+class SpecError(ValueError):
+    """A plugin registered a malformed spec."""
+
+
+def resolve_ref(ref: str) -> Any:
+    """Import the object named by a `"module:attr"` string."""
+    module_name, _, attr = ref.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a model: its factory, defaults and named variants."""
+
+    name: str
+    paradigm: str
+    factory: str
+    paper: str = ""
+    trainer: str = "gradient"
+    defaults: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""
+
+    def validate(self) -> None:
+        """Raise `SpecError` naming what is wrong, so a broken plugin is reported, not half-loaded."""
+        for label, value in [("name", self.name), *[("variant", v) for v in self.variants]]:
+            if not isinstance(value, str) or not NAME_RE.match(value):
+                raise SpecError(f"invalid {label} {value!r}: use lower-case letters, digits, '-' or '_'")
+        if not isinstance(self.factory, str) or ":" not in self.factory:
+            raise SpecError(f"{self.name}: factory must be a 'module:attr' string, got {self.factory!r}")
+        if self.trainer not in TRAINERS and ":" not in self.trainer:
+            raise SpecError(f"{self.name}: trainer must be one of {TRAINERS} or 'module:attr', got {self.trainer!r}")
+        if not self.paradigm:
+            raise SpecError(f"{self.name}: paradigm is empty")
+        if not isinstance(self.defaults, dict) or not all(isinstance(v, dict) for v in self.variants.values()):
+            raise SpecError(f"{self.name}: defaults and each variant must be dicts")
+
+    def config(self, variant: str | None = None) -> dict[str, Any]:
+        """The defaults of the base model or of one of its variants."""
+        if variant is None or variant == self.name:
+            return dict(self.defaults)
+        if variant not in self.variants:
+            raise KeyError(f"{self.name} has no variant {variant!r}; variants: {sorted(self.variants)}")
+        return {**self.defaults, **self.variants[variant]}
+
+    def load_factory(self) -> Callable[..., Any]:
+        return resolve_ref(self.factory)

@@ -1,0 +1,88 @@
+"""The records that flow between datasets, models and scorers (DESIGN §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Sample:
+    """One image of a dataset, already resized (and normalised if the dataset was asked to)."""
+
+    image: torch.Tensor  # [3,H,W] float32
+    label: int  # 0 normal, 1 anomalous
+    mask: torch.Tensor | None  # [H,W] float32 in {0,1}, or None when the dataset has no masks
+    path: str
+    category: str
+    defect_type: str = "good"
+
+
+@dataclass
+class Batch:
+    """A collated list of samples; `mask` is None only when no sample in the batch has one."""
+
+    image: torch.Tensor  # [B,3,H,W]
+    label: torch.Tensor  # [B] int64
+    mask: torch.Tensor | None  # [B,H,W]
+    path: list[str]
+    category: list[str]
+    defect_type: list[str] = field(default_factory=list)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(
+            image=self.image.to(device),
+            label=self.label.to(device),
+            mask=None if self.mask is None else self.mask.to(device),
+            path=self.path,
+            category=self.category,
+            defect_type=self.defect_type,
+        )
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])
+
+
+def collate(samples: list[Sample]) -> Batch:
+    """DataLoader `collate_fn`: stacks tensors, fills absent masks with zeros when others have one."""
+    images = torch.stack([s.image for s in samples])
+    labels = torch.tensor([int(s.label) for s in samples], dtype=torch.long)
+    mask = None
+    if any(s.mask is not None for s in samples):
+        h, w = images.shape[-2:]
+        mask = torch.stack([s.mask if s.mask is not None else torch.zeros(h, w) for s in samples])
+    return Batch(
+        image=images,
+        label=labels,
+        mask=mask,
+        path=[s.path for s in samples],
+        category=[s.category for s in samples],
+        defect_type=[s.defect_type for s in samples],
+    )
+
+
+@dataclass
+class Prediction:
+    """What a model returns: higher score = more anomalous."""
+
+    score: torch.Tensor  # [B] float32
+    anomaly_map: torch.Tensor | None  # [B,H,W] float32 at the input resolution
+
+    def to(self, device: torch.device | str) -> "Prediction":
+        return Prediction(
+            score=self.score.to(device),
+            anomaly_map=None if self.anomaly_map is None else self.anomaly_map.to(device),
+        )
+
+
+@dataclass
+class FitReport:
+    """What a trainer says about a fit: for logs, results.json and benchmarks."""
+
+    seconds: float = 0.0
+    epochs: int = 0
+    steps: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
