@@ -17,7 +17,7 @@ class Settings:
     num_workers: int = 0
     device: str = "auto"
     allow_download: bool = os.environ.get("ADCORE_ALLOW_DOWNLOAD", "0") == "1"
-    progress: bool = True
+    progress: bool = os.environ.get("ADCORE_PROGRESS", "1") != "0"
 
     def as_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

@@ -34,6 +34,8 @@ RUN_KEYS = frozenset(
         "backbone_dir",
         "weights_file",
         "allow_download",
+        "resume",
+        "on_missing_weights",
     }
 )
 

@@ -1,0 +1,230 @@
+"""The `adcore` command line. Listing commands import no torch and no plugin code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ad_core import __version__
+from ad_core.plugins import get_registry
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)] if rows else [len(h) for h in headers]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *[line(r) for r in rows]])
+
+
+def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
+    """`--set key=value`: values are read as JSON when they parse (numbers, booleans, lists), else as text."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def _split(value: str) -> list[str] | str:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    return parts[0] if len(parts) == 1 else parts
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="adcore")
+def main() -> None:
+    """ad-core: train, compare and deploy visual anomaly detectors."""
+
+
+@main.command("list-models")
+@click.option("--paradigm", help="Only models of this paradigm (memory, flow, kd, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_models(paradigm: str | None, as_json: bool) -> None:
+    """Registered models, their variants and papers."""
+    registry = get_registry()
+    entries = [e for e in registry.models.values() if paradigm is None or e.spec.paradigm == paradigm]
+    entries.sort(key=lambda e: (e.spec.paradigm, e.spec.name))
+    broken = [p for p in registry.plugins.values() if p.broken]
+    if as_json:
+        _echo_json({
+            "models": [{"name": e.spec.name, "paradigm": e.spec.paradigm, "plugin": e.plugin,
+                        "variants": sorted(e.spec.variants), "paper": e.spec.paper, "trainer": e.spec.trainer,
+                        "defaults": e.spec.defaults} for e in entries],
+            "broken_plugins": [{"plugin": p.name, "error": p.error} for p in broken],
+        })
+        return
+    rows = [[e.spec.name, e.spec.paradigm, e.plugin, ", ".join(sorted(e.spec.variants)) or "-", e.spec.paper]
+            for e in entries]
+    click.echo(_table(rows, ["model", "paradigm", "plugin", "variants", "paper"]) if rows else "no models registered")
+    for p in broken:
+        click.secho(f"broken plugin {p.name}: {p.error} (see `adcore plugins`)", fg="red", err=True)
+
+
+@main.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_cmd(as_json: bool) -> None:
+    """Installed plugins, their versions and models; broken ones with their error."""
+    registry = get_registry()
+    infos = sorted(registry.plugins.values(), key=lambda p: p.name)
+    if as_json:
+        _echo_json([{"plugin": p.name, "distribution": p.distribution, "version": p.version, "models": p.models,
+                     "status": "broken" if p.broken else "ok", "error": p.error} for p in infos])
+        return
+    rows = [[p.name, p.distribution or "-", p.version or "-", "BROKEN" if p.broken else "ok",
+             p.error if p.broken else ", ".join(p.models)] for p in infos]
+    click.echo(_table(rows, ["plugin", "distribution", "version", "status", "models / error"]) if rows
+               else "no plugins installed (pip install -e plugins/ad-memory)")
+
+
+@main.command("list-datasets")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_datasets_cmd(as_json: bool) -> None:
+    """Built-in dataset formats."""
+    from ad_core.data import list_datasets
+
+    rows = list_datasets()
+    if as_json:
+        _echo_json(rows)
+        return
+    click.echo(_table([[r["name"], r["description"], ", ".join(r.get("categories") or []) or "(from folders)"]
+                       for r in rows], ["dataset", "description", "categories"]))
+
+
+def _run_options(f):
+    for option in reversed([
+        click.option("--root", type=click.Path(path_type=Path), help="Dataset root (default: dataset_dir/<dataset>)."),
+        click.option("--output-dir", type=click.Path(path_type=Path), help="Where outputs go (default: outputs/)."),
+        click.option("--backbone-dir", type=click.Path(path_type=Path), help="Folder of offline backbone weights."),
+        click.option("--epochs", "num_epochs", type=int, help="Training epochs (gradient models)."),
+        click.option("--image-size", type=int, help="Square input size in pixels."),
+        click.option("--batch-size", type=int),
+        click.option("--device", default=None, help="auto, cpu, cuda, cuda:1 ..."),
+        click.option("--seed", type=int),
+        click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any model option, e.g. backbone=resnet18."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _overrides(backbone_dir, extra, **options) -> dict[str, Any]:
+    from ad_core.settings import set_globals
+
+    if backbone_dir:
+        set_globals(backbone_dir=backbone_dir)
+    out = {k: v for k, v in options.items() if v is not None}
+    out.update(_parse_set(extra))
+    return out
+
+
+def _fail(exc: Exception) -> None:
+    click.secho(f"error: {exc}", fg="red", err=True)
+    sys.exit(1)
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, KeyError, TypeError, FileNotFoundError, RuntimeError)
+
+
+@main.command("train")
+@click.argument("dataset")
+@click.argument("category")
+@click.argument("model")
+@_run_options
+def train_cmd(dataset: str, category: str, model: str, root, output_dir, backbone_dir, extra, **options) -> None:
+    """Train and evaluate MODEL(s) on CATEGORY(ies) of DATASET; comma lists and 'all' work.
+
+    Example: adcore train mvtec bottle,wood patchcore --image-size 256
+    """
+    from ad_core.runner import train
+
+    try:
+        train(_split(dataset), _split(category), _split(model), root=root, output_dir=output_dir,
+              **_overrides(backbone_dir, extra, **options))
+    except USER_ERRORS as exc:
+        _fail(exc)
+
+
+@main.command("test")
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+@click.option("--dataset", required=True)
+@click.option("--category", required=True)
+@click.option("--root", type=click.Path(path_type=Path))
+@click.option("--output-dir", type=click.Path(path_type=Path), help="Default: CHECKPOINT/test-<dataset>-<category>.")
+@click.option("--device", default=None)
+def test_cmd(checkpoint: Path, dataset: str, category: str, root, output_dir, device) -> None:
+    """Evaluate a trained CHECKPOINT folder on a dataset's test split."""
+    from ad_core.runner import summary_table, test_checkpoint
+
+    try:
+        result = test_checkpoint(checkpoint, dataset, category, root=root, output_dir=output_dir, device=device)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    click.echo(summary_table([result]))
+    click.echo(f"outputs written to {result.output_dir}")
+
+
+@main.command("predict")
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--output", type=click.Path(path_type=Path), help="Folder for anomaly-map PNGs (none if omitted).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--batch-size", type=int, default=16)
+@click.option("--device", default=None)
+def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: bool, batch_size: int, device) -> None:
+    """Score images or folders of images with a trained CHECKPOINT."""
+    from ad_core.inference import predict_paths
+
+    try:
+        rows = predict_paths(checkpoint, list(inputs), output_dir=output, batch_size=batch_size, device=device)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    if as_json:
+        _echo_json(rows)
+        return
+    table = [[r["path"], f"{r['score']:.4g}", f"{r['normalized_score']:.3f}",
+              "anomalous" if r["label"] else "normal", r.get("map") or "-"] for r in rows]
+    click.echo(_table(table, ["image", "score", "score 0-1", "label", "map"]))
+    n_bad = sum(r["label"] for r in rows)
+    click.echo(f"{n_bad} of {len(rows)} image(s) anomalous at the stored threshold")
+
+
+@main.command("demo")
+@click.option("--model", "model", default="patchcore", show_default=True, help="Model(s), comma-separated.")
+@click.option("--categories", default="weave,disc", show_default=True, help="Demo categories, comma-separated, or all.")
+@click.option("--image-size", type=int, default=128, show_default=True)
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True)
+@click.option("--backbone-dir", type=click.Path(path_type=Path))
+@click.option("--device", default=None)
+def demo_cmd(model: str, categories: str, image_size: int, output_dir: Path, backbone_dir, device) -> None:
+    """Build the synthetic demo set, train and evaluate a model, print a results table."""
+    from ad_core.runner import summary_table, train
+    from ad_core.settings import set_globals
+
+    if backbone_dir:
+        set_globals(backbone_dir=backbone_dir)
+    try:
+        runs = train("demo", _split(categories), _split(model), output_dir=output_dir, verbose=False,
+                     image_size=image_size, on_missing_weights="warn", device=device)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    click.echo(summary_table(runs))
+    if any(r.warnings for r in runs):
+        click.secho("warning: no pretrained backbone weights were found, so random weights were used and accuracy "
+                    "is far below what the model reaches. Put <timm name>.safetensors files in --backbone-dir.",
+                    fg="yellow", err=True)
+    click.echo(f"outputs written under {output_dir / 'demo'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Plugin loading: specs, variants, broken plugins, duplicates, and the load filter."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from ad_core.hookspecs import hookimpl
+from ad_core.plugins import PluginError, Registry, UnknownModelError, load_registry
+from ad_core.specs import ModelSpec, SpecError
+
+
+def spec(name: str, **kw) -> ModelSpec:
+    return ModelSpec(name=name, paradigm="test", factory="tiny_plugin:TinyAE", **kw)
+
+
+class Registers:
+    def __init__(self, *specs: ModelSpec) -> None:
+        self.specs = specs
+
+    @hookimpl
+    def adcore_register_models(self, register) -> None:
+        for s in self.specs:
+            register(s)
+
+
+class Explodes:
+    @hookimpl
+    def adcore_register_models(self, register) -> None:
+        raise RuntimeError("plugin bug")
+
+
+@pytest.fixture
+def fake_dist(tmp_path, monkeypatch):
+    """Installs fake distributions (dist-info with entry points) on sys.path for one test."""
+
+    def make(dist: str, module: str, source: str) -> None:
+        info = tmp_path / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+        (info / "entry_points.txt").write_text(f"[adcore]\n{dist} = {module}\n")
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield make
+    for name in [m for m in sys.modules if m.startswith("fake_")]:
+        del sys.modules[name]
+
+
+GOOD = """
+from ad_core.hookspecs import hookimpl
+from ad_core.specs import ModelSpec
+
+@hookimpl
+def adcore_register_models(register):
+    register(ModelSpec(name="fake-good", paradigm="test", factory="tiny_plugin:TinyAE"))
+"""
+
+
+def test_spec_variants_and_resolution() -> None:
+    registry = Registry()
+    registry.register_model(spec("base", defaults={"width": 4}, variants={"base-wide": {"width": 16}}), "p")
+    s, variant = registry.resolve("BASE-WIDE")
+    assert s.name == "base" and variant == "base-wide"
+    assert s.config(variant) == {"width": 16}
+    assert registry.all_names() == ["base", "base-wide"]
+
+
+def test_unknown_model_lists_known_names() -> None:
+    registry = Registry()
+    registry.register_model(spec("alpha"), "p")
+    with pytest.raises(UnknownModelError, match="alpha"):
+        registry.resolve("beta")
+
+
+@pytest.mark.parametrize("bad", [
+    dict(name="Bad Name"),
+    dict(name="ok", factory="no_colon"),
+    dict(name="ok", trainer="sgd"),
+    dict(name="ok", paradigm=""),
+])
+def test_bad_specs_are_rejected(bad) -> None:
+    fields = {"name": "x", "paradigm": "test", "factory": "m:a", **bad}
+    with pytest.raises(SpecError):
+        ModelSpec(**fields).validate()
+
+
+def test_duplicate_names_name_both_plugins(monkeypatch) -> None:
+    monkeypatch.setenv("ADCORE_LOAD_PLUGINS", "")
+    registry = load_registry([("one", Registers(spec("dup"))), ("two", Registers(spec("other", variants={"dup": {}})))])
+    assert registry.plugins["two"].broken
+    assert "'one'" in registry.plugins["two"].error and "'two'" in registry.plugins["two"].error
+    assert "other" not in registry.models  # the broken plugin's models are rolled back
+    with pytest.raises(PluginError):
+        registry.register_model(spec("dup"), "three")
+
+
+def test_plugin_that_raises_is_broken_others_work(monkeypatch) -> None:
+    monkeypatch.setenv("ADCORE_LOAD_PLUGINS", "")
+    registry = load_registry([("bad", Explodes()), ("good", Registers(spec("fine")))])
+    assert registry.plugins["bad"].broken and "plugin bug" in registry.plugins["bad"].error
+    assert "fine" in registry.models and not registry.plugins["good"].broken
+
+
+def test_entry_point_plugins_load_and_broken_import_is_reported(fake_dist, monkeypatch) -> None:
+    fake_dist("fake-good", "fake_good", GOOD)
+    fake_dist("fake-broken", "fake_broken", "import module_that_does_not_exist\n")
+    monkeypatch.setenv("ADCORE_LOAD_PLUGINS", "fake-good,fake-broken")
+    registry = load_registry()
+    assert registry.plugins["fake-good"].version == "1.2.3"
+    assert registry.plugins["fake-good"].models == ["fake-good"]
+    assert registry.plugins["fake-broken"].broken
+    assert "module_that_does_not_exist" in registry.plugins["fake-broken"].error
+
+
+def test_load_filter_restricts_and_empty_loads_none(fake_dist, monkeypatch) -> None:
+    fake_dist("fake-good", "fake_good", GOOD)
+    monkeypatch.setenv("ADCORE_LOAD_PLUGINS", "")
+    assert load_registry().plugins == {}
+    monkeypatch.setenv("ADCORE_LOAD_PLUGINS", "fake-good")
+    assert list(load_registry().plugins) == ["fake-good"]

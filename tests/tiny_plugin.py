@@ -1,0 +1,59 @@
+"""A test-only plugin: a tiny convolutional autoencoder trained by the core's gradient trainer.
+
+It proves the gradient trainer, checkpoints and the run pipeline without any real model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ad_core.hookspecs import hookimpl
+from ad_core.model import AnomalyModel
+from ad_core.specs import ModelSpec
+
+
+class TinyAE(AnomalyModel):
+    """Reconstruction autoencoder; score = max of the per-pixel squared error map."""
+
+    def __init__(self, width: int = 8, lr: float = 1e-2, blow_up_at: int = -1) -> None:
+        super().__init__()
+        self.lr = lr
+        self.blow_up_at = blow_up_at
+        self.steps = 0
+        self.encoder = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU(),
+                                     nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU())
+        self.decoder = nn.Sequential(nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU(),
+                                     nn.ConvTranspose2d(width, 3, 4, stride=2, padding=1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(images))
+
+    def training_step(self, batch) -> torch.Tensor:
+        self.steps += 1
+        loss = F.mse_loss(self(batch.image), batch.image)
+        if self.steps == self.blow_up_at:
+            return loss * float("nan")
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+
+    def finalize(self) -> None:
+        self.mark_fitted()
+
+    def compute(self, images: torch.Tensor):
+        error = ((self(images) - images) ** 2).mean(1)
+        return error.flatten(1).amax(1), error
+
+
+class TinyPlugin:
+    @staticmethod
+    @hookimpl
+    def adcore_register_models(register) -> None:
+        register(ModelSpec(name="tiny-ae", paradigm="test", factory="tiny_plugin:TinyAE", trainer="gradient",
+                           paper="test-only model", defaults={"width": 8, "num_epochs": 3, "batch_size": 8,
+                                                              "image_size": 32},
+                           variants={"tiny-ae-wide": {"width": 16}}))
