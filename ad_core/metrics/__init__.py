@@ -1,0 +1,31 @@
+"""Metrics and thresholds: image curves, streamed pixel metrics, threshold rules, and the default Scorer."""
+
+from ad_core.metrics.curves import aupr, auroc, f1_max, pr_curve, roc_curve
+from ad_core.metrics.evaluate import THRESHOLD_METHODS, DefaultScorer, evaluate
+from ad_core.metrics.pixel import PixelMetrics
+from ad_core.metrics.thresholds import (
+    confusion,
+    f1_threshold_percentile,
+    f1_threshold_uniform,
+    mean_ksigma_threshold,
+    percentile_threshold,
+    youden_threshold,
+)
+
+__all__ = [
+    "THRESHOLD_METHODS",
+    "DefaultScorer",
+    "PixelMetrics",
+    "aupr",
+    "auroc",
+    "confusion",
+    "evaluate",
+    "f1_max",
+    "f1_threshold_percentile",
+    "f1_threshold_uniform",
+    "mean_ksigma_threshold",
+    "percentile_threshold",
+    "pr_curve",
+    "roc_curve",
+    "youden_threshold",
+]
