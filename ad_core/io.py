@@ -40,6 +40,8 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def _finite(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy and torch scalars
+        value = value.item()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
