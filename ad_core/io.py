@@ -40,8 +40,8 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def _finite(value: Any) -> Any:
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy and torch scalars
-        value = value.item()
+    if hasattr(value, "tolist"):  # numpy and torch scalars and arrays
+        value = value.tolist()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -52,10 +52,6 @@ def _finite(value: Any) -> Any:
 
 
 def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
