@@ -5,7 +5,7 @@ The core never checks `isinstance` against a base class: anything with these met
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol, runtime_checkable
+from typing import Any, Iterable, Protocol, runtime_checkable
 
 import torch
 
@@ -57,4 +57,4 @@ class Trainer(Protocol):
 
 
 class Scorer(Protocol):
-    def __call__(self, predictions: list[Prediction], targets: list[Batch]) -> dict[str, float]: ...
+    def __call__(self, predictions: list[Prediction], targets: list[Batch]) -> dict[str, Any]: ...
