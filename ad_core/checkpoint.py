@@ -104,7 +104,6 @@ def load_model(path: str | Path, expected_model: str | None = None, device: str 
         hparams["pretrained"] = False  # the backbone's weights are in the checkpoint itself
     model, _ = build_model(meta["model"], **hparams)
     detector = Detector(model, normalize=bool(meta.get("normalize", True)))
-    _prepare_for(detector, state)
     try:
         detector.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -115,12 +114,3 @@ def load_model(path: str | Path, expected_model: str | None = None, device: str 
     detector.meta = meta
     return detector.to(device).eval()
 
-
-def _prepare_for(detector: Detector, state: dict[str, torch.Tensor]) -> None:
-    """Give data-sized buffers (memory banks ...) the checkpoint's shapes before loading."""
-    own = dict(detector.named_buffers())
-    for key, tensor in state.items():
-        if key in own and own[key].shape != tensor.shape and own[key].numel() == 0:
-            module_path, _, name = key.rpartition(".")
-            module = detector.get_submodule(module_path)
-            module.register_buffer(name, torch.empty_like(tensor))

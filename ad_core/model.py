@@ -26,7 +26,11 @@ def check_images(images: torch.Tensor) -> None:
 
 
 class AnomalyModel(nn.Module):
-    """Base for models: keeps `fitted` in the state dict so a loaded checkpoint can predict at once."""
+    """Base for models: keeps `fitted` in the state dict so a loaded checkpoint can predict at once.
+
+    Register data-sized buffers (memory banks ...) as empty tensors: loading a state dict into a freshly
+    built model gives them the saved shape.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -38,6 +42,16 @@ class AnomalyModel(nn.Module):
 
     def mark_fitted(self) -> None:
         self.fitted.fill_(True)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:  # noqa: ANN001
+        """Buffers registered empty (memory banks, statistics sized by the data) take the saved shape."""
+        for name, current in self._buffers.items():
+            saved = state_dict.get(prefix + name)
+            if current is not None and current.numel() == 0 and saved is not None and saved.shape != current.shape:
+                self._buffers[name] = torch.empty(saved.shape, dtype=current.dtype, device=current.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def compute(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (scores [B], anomaly map [B,h,w] or None); called in eval and inference mode."""
