@@ -1,0 +1,51 @@
+"""Registers the memory-bank models with ad-core. Light by design: no torch, no model code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ad_core.hookspecs import hookimpl
+from ad_core.specs import ModelSpec
+
+PADIM_PAPER = ("Defard et al., PaDiM: a Patch Distribution Modeling Framework for Anomaly Detection "
+               "and Localization, ICPR 2020 workshops")
+PATCHCORE_PAPER = "Roth et al., Towards Total Recall in Industrial Anomaly Detection, CVPR 2022"
+DFKDE_PAPER = "Deep Feature KDE as in anomalib (Akcay et al., Anomalib, ICIP 2022); Gaussian KDE, Scott's rule"
+
+
+@hookimpl
+def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
+    register(ModelSpec(
+        name="padim",
+        paradigm="memory",
+        factory="ad_memory.padim:Padim",
+        trainer="feature_bank",
+        paper=PADIM_PAPER,
+        description="Per-position Gaussian of multi-layer CNN features; Mahalanobis distance map.",
+        defaults={"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "n_features": 100,
+                  "epsilon": 0.01, "sigma": 4.0, "image_size": 256, "batch_size": 32},
+        variants={"padim-wrn50": {"backbone": "wide_resnet50_2", "n_features": 550, "stats_dtype": "float32"}},
+    ))
+    register(ModelSpec(
+        name="patchcore",
+        paradigm="memory",
+        factory="ad_memory.patchcore:PatchCore",
+        trainer="feature_bank",
+        paper=PATCHCORE_PAPER,
+        description="Coreset memory bank of locally aware patch features; nearest-neighbour scores.",
+        defaults={"backbone": "wide_resnet50_2", "layers": ["layer2", "layer3"], "coreset_ratio": 0.1,
+                  "num_neighbors": 9, "pretrain_embed_dim": 1024, "target_embed_dim": 1024,
+                  "projection_dim": 128, "sigma": 4.0, "image_size": 256, "batch_size": 32},
+        variants={"patchcore-r18": {"backbone": "resnet18"}},
+    ))
+    register(ModelSpec(
+        name="dfkde",
+        paradigm="memory",
+        factory="ad_memory.dfkde:Dfkde",
+        trainer="feature_bank",
+        paper=DFKDE_PAPER,
+        description="Gaussian KDE over PCA-reduced, globally pooled deep features (image scores only).",
+        defaults={"backbone": "resnet18", "layers": ["layer4"], "n_pca_components": 16,
+                  "feature_scaling": "scale", "max_training_points": 40000, "image_size": 256,
+                  "batch_size": 32},
+    ))

@@ -1,0 +1,434 @@
+"""Tests of the ad-memory models on tiny images with random-weight backbones (fast, offline)."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from ad_memory import patchcore as patchcore_module
+from ad_memory import plugin
+from ad_memory.dfkde import Dfkde
+from ad_memory.padim import Padim
+from ad_memory.patchcore import (
+    PatchCore,
+    PatchEmbedder,
+    adaptive_pool_plan,
+    build_search_index,
+    greedy_coreset,
+    nearest_neighbours,
+)
+
+from ad_core.model import NotFittedError
+from ad_core.specs import RUN_KEYS, resolve_ref
+
+SIZE = 64
+N_TRAIN = 12
+TINY = {"backbone": "resnet18", "pretrained": False}
+MODELS = {
+    "padim": (Padim, {**TINY}),
+    "patchcore": (PatchCore, {**TINY}),
+    "dfkde": (Dfkde, {**TINY}),
+}
+
+
+# -- data --------------------------------------------------------------------------------------------
+def textures(n: int, seed: int, size: int = SIZE) -> torch.Tensor:
+    """Smooth random colour textures with a little grain (roughly ImageNet-normalised values)."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.normal(size=(n, 3, 4, 4)).astype(np.float32)) * 0.5
+    images = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    return images + 0.1 * torch.from_numpy(rng.normal(size=(n, 3, size, size)).astype(np.float32))
+
+
+def defective(n: int, seed: int, size: int = SIZE) -> torch.Tensor:
+    """Textures with a big bright square (even images) or a strong noise patch (odd images)."""
+    rng = np.random.default_rng(seed + 7)
+    images = textures(n, seed, size)
+    side = size // 3
+    for i in range(n):
+        y, x = rng.integers(0, size - side, size=2)
+        if i % 2 == 0:
+            images[i, :, y : y + side, x : x + side] = 3.0
+        else:
+            images[i, :, y : y + side, x : x + side] = torch.from_numpy(
+                rng.normal(scale=2.5, size=(3, side, side)).astype(np.float32))
+    return images
+
+
+def auroc(scores: torch.Tensor, labels: np.ndarray) -> float:
+    s = scores.numpy()
+    pos, neg = s[labels == 1], s[labels == 0]
+    return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg)))
+
+
+def fit(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 4) -> torch.nn.Module:
+    """What the core's feature-bank trainer does: update per batch under no_grad, then finalize."""
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            model.update(images[start : start + batch_size])
+        model.finalize()
+    return model
+
+
+@pytest.fixture(scope="module")
+def train_images() -> torch.Tensor:
+    return textures(N_TRAIN, seed=0)
+
+
+@pytest.fixture(scope="module")
+def test_set() -> tuple[torch.Tensor, np.ndarray]:
+    images = torch.cat([textures(10, seed=100), defective(10, seed=200)])
+    return images, np.array([0] * 10 + [1] * 10)
+
+
+_FITTED: dict[str, torch.nn.Module] = {}
+
+
+def fitted_model(name: str) -> torch.nn.Module:
+    """Each model is fitted once on the training textures and shared by the tests (read-only)."""
+    if name not in _FITTED:
+        cls, kwargs = MODELS[name]
+        torch.manual_seed(0)
+        _FITTED[name] = fit(cls(**kwargs), textures(N_TRAIN, seed=0))
+    return _FITTED[name]
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def fitted(request):
+    cls, kwargs = MODELS[request.param]
+    return request.param, cls, kwargs, fitted_model(request.param)
+
+
+# -- plugin ------------------------------------------------------------------------------------------
+def test_plugin_registers_three_models_with_valid_defaults() -> None:
+    specs = []
+    plugin.adcore_register_models(specs.append)
+    assert {s.name for s in specs} == {"padim", "patchcore", "dfkde"}
+    variants = {v for s in specs for v in s.variants}
+    assert variants == {"padim-wrn50", "patchcore-r18"}
+    for spec in specs:
+        spec.validate()
+        assert spec.trainer == "feature_bank" and spec.paper
+        params = set(inspect.signature(resolve_ref(spec.factory)).parameters)
+        for variant in [spec.name, *spec.variants]:
+            config = spec.config(variant)
+            assert set(config) - RUN_KEYS <= params, f"{variant}: {set(config) - RUN_KEYS - params}"
+        assert {"pretrained", "backbone", "layers", "weights_file", "backbone_dir", "seed"} <= params
+
+
+def test_plugin_module_does_not_import_torch() -> None:
+    code = "import sys, ad_memory.plugin; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# -- every model -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(MODELS))
+def test_predict_before_fit_raises(name: str) -> None:
+    cls, kwargs = MODELS[name]
+    with pytest.raises(NotFittedError):
+        cls(**kwargs).predict(torch.rand(2, 3, SIZE, SIZE))
+
+
+def test_prediction_shapes_dtypes_finite(fitted, test_set) -> None:
+    name, _, _, model = fitted
+    pred = model.predict(test_set[0][:3])
+    assert pred.score.shape == (3,) and pred.score.dtype == torch.float32
+    assert torch.isfinite(pred.score).all()
+    if name == "dfkde":
+        assert pred.anomaly_map is None
+    else:
+        assert pred.anomaly_map.shape == (3, SIZE, SIZE) and pred.anomaly_map.dtype == torch.float32
+        assert torch.isfinite(pred.anomaly_map).all()
+        assert pred.anomaly_map.min() >= 0
+
+
+def test_batch_equals_per_image(fitted, test_set) -> None:
+    _, _, _, model = fitted
+    images = test_set[0][:3]
+    whole = model.predict(images)
+    single = [model.predict(images[i : i + 1]) for i in range(3)]
+    torch.testing.assert_close(whole.score, torch.cat([p.score for p in single]), rtol=1e-4, atol=1e-5)
+
+
+def test_ranks_defects_above_normal(fitted, test_set) -> None:
+    name, _, _, model = fitted
+    images, labels = test_set
+    assert auroc(model.predict(images).score, labels) > 0.8, name
+
+
+def test_state_dict_round_trip_into_fresh_model(fitted, test_set, tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    _, cls, kwargs, model = fitted
+    images = test_set[0][:4]
+    expected = model.predict(images)
+    torch.manual_seed(123)  # the fresh model's random backbone differs until loaded
+    fresh = cls(**kwargs)
+    fresh.load_state_dict(model.state_dict())
+    got = fresh.predict(images)
+    assert torch.equal(got.score, expected.score)
+    path = tmp_path / "model.safetensors"
+    save_file(model.state_dict(), str(path))  # fails on non-contiguous or shared tensors
+    fresh = cls(**kwargs)
+    fresh.load_state_dict(load_file(str(path)))
+    again = fresh.predict(images)
+    assert torch.equal(again.score, expected.score)
+    if expected.anomaly_map is not None:
+        assert torch.equal(got.anomaly_map, expected.anomaly_map)
+        assert torch.equal(again.anomaly_map, expected.anomaly_map)
+
+
+def test_same_seed_same_model_whatever_the_global_rng(fitted, train_images, test_set) -> None:
+    _, cls, kwargs, model = fitted
+    torch.manual_seed(0)
+    backbone_state = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    other = cls(**kwargs)
+    other.load_state_dict(backbone_state, strict=False)  # same random backbone, fitted again
+    torch.manual_seed(999)  # the models' own draws must not depend on the global generator
+    fit(other, train_images)
+    images = test_set[0][:4]
+    assert torch.equal(other.predict(images).score, model.predict(images).score)
+
+
+def test_backbone_stays_frozen_in_train_mode(fitted, test_set) -> None:
+    _, _, _, model = fitted
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    model.train()
+    try:
+        assert not model.backbone.training and not any(m.training for m in model.backbone.modules())
+        with torch.no_grad():
+            model.backbone(test_set[0][:2] * 5)
+        for key, value in model.backbone.state_dict().items():
+            assert torch.equal(value, before[key]), key
+        assert not any(p.requires_grad for p in model.backbone.parameters())
+    finally:
+        model.eval()
+
+
+# -- PatchCore ---------------------------------------------------------------------------------------
+def reference_embedding(features: list[torch.Tensor], pretrain_dim: int, target_dim: int) -> torch.Tensor:
+    """The authors' aggregation written literally: unfold 3x3, upsample the unfolded maps,
+    adaptive-pool each flattened C*3*3 vector, stack layers, adaptive-pool again."""
+    h, w = features[0].shape[-2:]
+    per_layer = []
+    for feature in features:
+        b, c = feature.shape[:2]
+        unfolded = F.unfold(feature, kernel_size=3, padding=1).view(b, c * 9, *feature.shape[-2:])
+        if unfolded.shape[-2:] != (h, w):
+            unfolded = F.interpolate(unfolded, size=(h, w), mode="bilinear", align_corners=False)
+        vectors = unfolded.flatten(2).transpose(1, 2).reshape(-1, 1, c * 9)
+        per_layer.append(F.adaptive_avg_pool1d(vectors, pretrain_dim)[:, 0])
+    stacked = torch.stack(per_layer, 1).reshape(len(per_layer[0]), 1, -1)
+    return F.adaptive_avg_pool1d(stacked, target_dim)[:, 0]
+
+
+@pytest.mark.parametrize("channels,pretrain_dim,target_dim", [
+    ((512, 1024), 1024, 1024),  # wide_resnet50_2 layer2+3, the default
+    ((128, 256), 1024, 1024),  # resnet18
+    ((64, 128, 256), 384, 300),  # uneven bins that straddle channels and layers
+])
+def test_patch_embedding_equals_authors_formulation(channels, pretrain_dim, target_dim) -> None:
+    torch.manual_seed(0)
+    features = [torch.randn(2, c, 8 >> i, 8 >> i) for i, c in enumerate(channels)]
+    embedder = PatchEmbedder(channels, 3, pretrain_dim, target_dim)
+    got, grid = embedder([f.contiguous(memory_format=torch.channels_last) for f in features])
+    assert grid == (8, 8)
+    torch.testing.assert_close(got, reference_embedding(features, pretrain_dim, target_dim), rtol=1e-5, atol=1e-5)
+
+
+def test_adaptive_pool_plan_matches_torch() -> None:
+    x = torch.randn(3, 1, 37)
+    for size in (5, 16, 37, 60):
+        index, weight = adaptive_pool_plan(37, size)
+        got = (x[:, 0, index] * weight.float()).sum(-1)
+        torch.testing.assert_close(got, F.adaptive_avg_pool1d(x, size)[:, 0])
+
+
+def eager_greedy_coreset(x: torch.Tensor, count: int) -> torch.Tensor:
+    """Textbook k-center greedy from the same start point, for comparison."""
+    start = int(((x - x.mean(0)) ** 2).sum(1).argmax())
+    chosen = [start]
+    dist = ((x - x[start]) ** 2).sum(1)
+    for _ in range(count - 1):
+        dist[chosen] = -1
+        nxt = int(dist.argmax())
+        chosen.append(nxt)
+        dist = torch.minimum(dist, ((x - x[nxt]) ** 2).sum(1))
+    return torch.tensor(chosen)
+
+
+def test_greedy_coreset_is_exact_unique_and_takes_outliers_first() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(700, 16, generator=g, dtype=torch.float64)
+    outliers = torch.tensor([5, 300, 650])
+    x[outliers, torch.arange(3)] += 60.0  # far out, along different axes
+    chosen = greedy_coreset(x.float(), 50, block_size=64)
+    assert len(chosen) == 50 and len(torch.unique(chosen)) == 50
+    assert set(chosen[:3].tolist()) == set(outliers.tolist())
+    assert torch.equal(chosen, eager_greedy_coreset(x, 50))
+    assert torch.equal(greedy_coreset(x.float(), 700), torch.arange(700))
+    # duplicates: still unique indices, up to the number of points
+    dup = torch.zeros(20, 4)
+    assert len(torch.unique(greedy_coreset(dup, 20, block_size=8))) == 20
+
+
+def test_nearest_neighbours_matches_cdist() -> None:
+    g = torch.Generator().manual_seed(1)
+    queries, bank = torch.randn(300, 32, generator=g), torch.randn(90, 32, generator=g)
+    dist, index = nearest_neighbours(queries, bank)
+    ref = torch.cdist(queries.double(), bank.double())
+    torch.testing.assert_close(dist.double(), ref.min(1).values, rtol=1e-4, atol=1e-4)
+    assert torch.equal(index, ref.argmin(1))
+
+
+@pytest.mark.parametrize("structured", [True, False])
+def test_pruned_search_is_exact(structured: bool, monkeypatch) -> None:
+    """Clustered, low-rank data prunes well; isotropic noise prunes badly and takes the fallback."""
+    g = torch.Generator().manual_seed(2)
+    if structured:
+        centres = torch.randn(40, 128, generator=g) * 5
+        low_rank = torch.randn(1200, 8, generator=g) @ torch.randn(8, 128, generator=g)
+        bank = centres[torch.randint(0, 40, (1200,), generator=g)] + low_rank + 0.05 * torch.randn(1200, 128, generator=g)
+    else:
+        bank = torch.randn(1200, 128, generator=g)
+    queries = torch.cat([bank[:200] + 0.01 * torch.randn(200, 128, generator=g),  # near-duplicates
+                         bank[200:400] * 1.5, torch.randn(100, 128, generator=g) * 4])
+    index = build_search_index(bank)
+    assert index[1].shape == (128, 64) and index[2].shape == (1200, 65)
+    fallbacks = []
+    original = patchcore_module.brute_force_neighbours
+    monkeypatch.setattr(patchcore_module, "brute_force_neighbours",
+                        lambda q, b: fallbacks.append(len(q)) or original(q, b))
+    dist, idx = nearest_neighbours(queries, bank, index)
+    ref = torch.cdist(queries.double(), bank.double())
+    assert torch.equal(idx, ref.argmin(1))
+    torch.testing.assert_close(dist.double(), ref.min(1).values, rtol=1e-4, atol=1e-4)
+    assert (not fallbacks) if structured else fallbacks
+
+
+def test_patchcore_streaming_pool_stays_within_budget(train_images, test_set) -> None:
+    torch.manual_seed(0)
+    budget = 100  # 64x64 images give 8x8 = 64 patches each
+    model = PatchCore(**TINY, coreset_ratio=0.5, max_pending_patches=budget)
+    sizes = []
+    with torch.no_grad():
+        for start in range(0, N_TRAIN, 2):
+            model.update(train_images[start : start + 2])
+            sizes.append(model.pending_patches)
+        model.finalize()
+    assert max(sizes) <= budget and min(sizes) > 0
+    assert 0 < len(model.memory_bank) <= budget
+    assert len(torch.unique(model.memory_bank, dim=0)) == len(model.memory_bank)
+    images, labels = test_set
+    assert auroc(model.predict(images).score, labels) > 0.8
+    # without the budget the bank has the full coreset_ratio of the patches seen
+    full = fit(PatchCore(**TINY, coreset_ratio=0.5), train_images)
+    assert len(full.memory_bank) == N_TRAIN * 64 // 2
+
+
+def test_patchcore_training_patches_are_in_the_bank(train_images) -> None:
+    model = fit(PatchCore(**TINY, coreset_ratio=1.0), train_images[:3])
+    with torch.no_grad():
+        emb, _ = model.embed(train_images[:3])
+    dist, _ = nearest_neighbours(emb, model.memory_bank)
+    assert dist.max() < 1e-2 * emb.norm(dim=1).mean()  # float16 pool rounding only
+
+
+def test_patchcore_reweighted_score_follows_eq7(test_set) -> None:
+    model = fitted_model("patchcore")
+    images = test_set[0]
+    with torch.no_grad():
+        emb, (h, w) = model.embed(images)
+        dist, index = nearest_neighbours(emb, model.memory_bank)
+    b = len(images)
+    dist, index = dist.view(b, h * w), index.view(b, h * w)
+    score = model.reweighted_score(emb, dist, index)
+    raw = dist.max(1).values
+    assert (score >= 0).all() and (score <= raw).all()
+    # by hand for image 0
+    p = int(dist[0].argmax())
+    q, m_star = emb[p], model.memory_bank[index[0, p]]
+    bank_dist = torch.cdist(m_star[None].double(), model.memory_bank.double())[0]
+    support = bank_dist.argsort()[: model.num_neighbors]
+    d = torch.linalg.vector_norm(q[None] - model.memory_bank[support], dim=1)
+    expected = (1 - torch.exp(d[0]) / torch.exp(d).sum()) * raw[0]
+    torch.testing.assert_close(score[0], expected, rtol=1e-4, atol=1e-5)
+    # num_neighbors=1: the weight formula is degenerate and the raw max distance is the score
+    model.num_neighbors = 1
+    try:
+        assert torch.equal(model.reweighted_score(emb, dist, index), raw)
+    finally:
+        model.num_neighbors = 9
+
+
+# -- PaDiM -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stats_dtype,tol", [("float64", 1e-5), ("float32", 1e-3)])
+def test_padim_streaming_statistics_equal_batch_statistics(train_images, stats_dtype: str, tol: float) -> None:
+    torch.manual_seed(0)
+    model = Padim(**TINY, n_features=20, stats_dtype=stats_dtype)
+    with torch.no_grad():
+        emb, _ = model.embed(train_images)
+    fit(model, train_images, batch_size=5)  # uneven batches
+    x = emb.transpose(0, 1).double()  # [P, N, C]
+    mean = x.mean(1)
+    centred = x - mean[:, None]
+    cov = centred.transpose(1, 2) @ centred / (x.shape[1] - 1) + 0.01 * torch.eye(20, dtype=torch.float64)
+    torch.testing.assert_close(model.mean.double(), mean, rtol=tol, atol=tol)
+    torch.testing.assert_close(model.inv_covariance.double(), torch.linalg.inv(cov), rtol=tol * 10, atol=tol * 10)
+
+
+def test_padim_channel_subset_is_seeded() -> None:
+    a, b, c = Padim(**TINY, seed=0), Padim(**TINY, seed=0), Padim(**TINY, seed=1)
+    assert len(a.channel_index) == 100 == len(torch.unique(a.channel_index))
+    assert torch.equal(a.channel_index, b.channel_index) and not torch.equal(a.channel_index, c.channel_index)
+    assert int(a.channel_index.max()) < 64 + 128 + 256
+
+
+def test_padim_map_is_lower_on_training_image_than_on_corrupted_one(train_images) -> None:
+    model = fitted_model("padim")
+    clean = train_images[:2]
+    corrupted = clean + 2.0 * torch.from_numpy(np.random.default_rng(3).normal(size=clean.shape).astype(np.float32))
+    clean_map, bad_map = model.predict(clean).anomaly_map, model.predict(corrupted).anomaly_map
+    assert (clean_map.mean(dim=(1, 2)) < bad_map.mean(dim=(1, 2))).all()
+    assert (clean_map.amax(dim=(1, 2)) < bad_map.amax(dim=(1, 2))).all()
+
+
+# -- DFKDE -------------------------------------------------------------------------------------------
+def test_dfkde_density_matches_scipy_gaussian_kde(train_images, test_set) -> None:
+    model = fitted_model("dfkde")
+    from scipy.stats import gaussian_kde
+
+    with torch.no_grad():
+        train = model._reduce(model.embed(train_images)).double().numpy()
+        test = model.embed(test_set[0])
+        reduced = model._reduce(test).double().numpy()
+        ours = model.log_density(test).double().numpy()
+    kde = gaussian_kde(train.T)  # Scott's rule
+    np.testing.assert_allclose(ours, kde.logpdf(reduced.T), rtol=1e-3, atol=1e-3)
+
+
+def test_dfkde_pca_subsample_and_scores(train_images, test_set) -> None:
+    torch.manual_seed(0)
+    model = fit(Dfkde(**TINY, n_pca_components=4, max_training_points=10), train_images)
+    assert model.kde_data.shape == (10, 4)
+    comps = model.pca_components.double()
+    torch.testing.assert_close(comps.T @ comps, torch.eye(4, dtype=torch.float64), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        scaled = model._reduce(model.embed(train_images))
+    assert float(scaled.norm(dim=1).max()) <= 1.0 + 1e-4  # scaled by the largest training norm
+    nll = model.predict(test_set[0]).score
+    model.score_type = "probability"
+    prob = model.predict(test_set[0]).score
+    assert ((prob > 0) & (prob < 1)).all()
+    assert torch.equal(torch.argsort(nll), torch.argsort(prob))  # a monotone map of the same density
+    # fewer images than components: the PCA rank is capped at n - 1
+    small = fit(Dfkde(**TINY), train_images[:5])
+    assert small.pca_components.shape[1] == 4
+    assert torch.isfinite(small.predict(test_set[0][:2]).score).all()
