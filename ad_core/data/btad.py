@@ -1,0 +1,26 @@
+"""BTAD (Mishra et al., 2021): products 01, 02, 03 with `ok`/`ko` folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ad_core.data.base import DatasetLayoutError, ImageDataset, check_split, resolve_categories, subfolders
+from ad_core.data.mvtec import mvtec_records
+
+BTAD_CATEGORIES = ["01", "02", "03"]
+LAYOUT = "<root>/<01|02|03>/{train/ok, test/ok, test/ko, ground_truth/ko}"
+
+
+class BTAD(ImageDataset):
+    """The MVTec-like BTAD layout where normal is `ok`; masks may be .png or .bmp, with or without `_mask`."""
+
+    def __init__(self, root: str | Path, category: str | list[str] = "all", split: str = "train",
+                 image_size: int | tuple[int, int] = 256, normalize: bool = False, require_masks: bool = True) -> None:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise DatasetLayoutError(f"BTAD root {root} does not exist; expected {LAYOUT}")
+        check_split(split)
+        available = [c for c in subfolders(root) if (root / c / "train" / "ok").is_dir()]
+        categories = resolve_categories(category, available, f"BTAD at {root}")
+        records = [r for c in categories for r in mvtec_records(root, c, split, require_masks, normal_name="ok")]
+        super().__init__(records, split, image_size, normalize, name="btad")

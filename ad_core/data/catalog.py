@@ -1,0 +1,68 @@
+"""Dataset names as users type them (`train("mvtec", ...)`) and what they map to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ad_core.data.base import DatasetLayoutError, ImageDataset
+from ad_core.data.btad import BTAD, BTAD_CATEGORIES
+from ad_core.data.folder import FolderDataset, folder_categories
+from ad_core.data.mvtec import MVTEC_CATEGORIES, MVTecAD, mvtec_categories
+from ad_core.data.synthetic import DEMO_CATEGORIES, DemoDataset
+from ad_core.data.visa import VISA_CATEGORIES, VisA, read_split
+from ad_core.settings import settings
+
+DATASETS: dict[str, type] = {"mvtec": MVTecAD, "visa": VisA, "btad": BTAD, "folder": FolderDataset, "demo": DemoDataset}
+DESCRIPTIONS = {
+    "mvtec": ("MVTec AD layout (train/good, test/<defect>, ground_truth)", MVTEC_CATEGORIES),
+    "visa": ("VisA with split_csv/1cls.csv", VISA_CATEGORIES),
+    "btad": ("BTAD (01, 02, 03; ok/ko)", BTAD_CATEGORIES),
+    "folder": ("your own images: <category>/{normal,abnormal,mask}, metadata.csv written for you", None),
+    "demo": ("synthetic textures and objects with exact masks, generated on the fly", DEMO_CATEGORIES),
+}
+
+
+def dataset_root(name: str, root: str | Path | None = None) -> Path:
+    return Path(root).expanduser() if root is not None else Path(settings.dataset_dir) / name
+
+
+def get_dataset(name: str, category: str | list[str] = "all", split: str = "train",
+                image_size: int | tuple[int, int] = 256, normalize: bool = False, root: str | Path | None = None,
+                **kwargs: Any) -> ImageDataset:
+    """A built-in dataset by name; any other name is a folder dataset under `dataset_dir/<name>`."""
+    key = name.lower()
+    if key == "demo":
+        return DemoDataset(category=category, split=split, image_size=image_size, normalize=normalize, **kwargs)
+    path = dataset_root(name, root)
+    if key in DATASETS:
+        return DATASETS[key](path, category, split, image_size, normalize, **kwargs)
+    if not path.is_dir():
+        raise DatasetLayoutError(
+            f"unknown dataset {name!r}: it is not built in ({', '.join(DATASETS)}) and {path} does not exist. "
+            "Put your images in <dataset_dir>/<name>/<category>/{normal,abnormal,mask} or pass root=..."
+        )
+    return FolderDataset(path, category, split, image_size, normalize, **kwargs)
+
+
+def list_categories(name: str, root: str | Path | None = None) -> list[str]:
+    """Categories of a dataset as found on disk (the static list for `demo`)."""
+    key = name.lower()
+    if key == "demo":
+        return list(DEMO_CATEGORIES)
+    path = dataset_root(name, root)
+    if key == "visa":
+        return sorted({row["object"] for row in read_split(path)})
+    if key in ("mvtec",):
+        found = mvtec_categories(path)
+    elif key == "btad":
+        found = [c for c in BTAD_CATEGORIES if (path / c / "train" / "ok").is_dir()]
+    else:
+        found = folder_categories(path)
+    if not found:
+        raise DatasetLayoutError(f"no categories found for {name!r} under {path}")
+    return found
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    return [{"name": n, "description": d, "categories": c} for n, (d, c) in DESCRIPTIONS.items()]

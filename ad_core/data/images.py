@@ -1,0 +1,60 @@
+"""Reading images and masks from disk into a form every model accepts, with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """An image or mask file cannot be read."""
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _open(path: str | Path) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img
+    except FileNotFoundError as exc:
+        raise ImageReadError(f"cannot read image {path}: file not found") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"cannot read image {path}: truncated or not an image file ({exc})") from exc
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Grayscale, 16-bit, palette, CMYK and alpha images become 8-bit RGB."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(array / scale * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        array = np.asarray(img, dtype=np.float64)
+        scale = 1.0 if array.max() <= 1.0 else 255.0
+        img = Image.fromarray(np.clip(array / scale * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """An RGB PIL image, whatever the file's mode."""
+    return to_rgb(_open(path))
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A boolean HxW defect mask (nonzero = defect)."""
+    img = _open(path)
+    array = np.asarray(img)
+    if array.ndim == 3:
+        array = array[..., :3].max(axis=-1) if array.shape[-1] >= 3 else array[..., 0]
+    return array > 0
