@@ -85,6 +85,7 @@ class ModelConformance:
     n_train: int = 16
     n_test: int = 8  # per class
     min_auroc: float = 0.75
+    defect_scale: float = 2.5  # large, unmistakable defects: any working detector ranks them first
     seed: int = 0
 
     @pytest.fixture(scope="class")
@@ -102,7 +103,7 @@ class ModelConformance:
     @pytest.fixture(scope="class")
     def test_data(self) -> tuple[torch.Tensor, np.ndarray]:
         data = DemoDataset(category=self.category, split="test", image_size=self.image_size, seed=self.seed + 1,
-                           n_test_normal=self.n_test, n_test_anomalous=self.n_test)
+                           n_test_normal=self.n_test, n_test_anomalous=self.n_test, defect_scale=self.defect_scale)
         batch = collate([data[i] for i in range(len(data))])
         return batch.image, batch.label.numpy()
 

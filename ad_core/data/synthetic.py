@@ -116,9 +116,9 @@ def _point_on(rng: np.random.Generator, support: np.ndarray) -> tuple[float, flo
     return float(ys[pick]), float(xs[pick])
 
 
-def _defect_region(rng: np.random.Generator, kind: str, support: np.ndarray) -> np.ndarray:
+def _defect_region(rng: np.random.Generator, kind: str, support: np.ndarray, scale: float) -> np.ndarray:
     h, w = support.shape
-    s = max(h, w) / 256
+    s = max(h, w) / 256 * scale
     cy, cx = _point_on(rng, support)
     canvas = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(canvas)
@@ -141,8 +141,9 @@ def _defect_region(rng: np.random.Generator, kind: str, support: np.ndarray) -> 
     return (np.asarray(canvas) > 0) & support
 
 
-def _apply_defect(rng: np.random.Generator, kind: str, image: np.ndarray, support: np.ndarray) -> np.ndarray:
-    region = _defect_region(rng, kind, support)
+def _apply_defect(rng: np.random.Generator, kind: str, image: np.ndarray, support: np.ndarray,
+                  scale: float) -> tuple[np.ndarray, np.ndarray]:
+    region = _defect_region(rng, kind, support, scale)
     out = image.copy()
     if kind == "scratch":
         out[region] = np.clip(image[region] * 0.25 + 0.75 * rng.uniform(0.85, 1.0), 0, 1)
@@ -159,8 +160,11 @@ def _apply_defect(rng: np.random.Generator, kind: str, image: np.ndarray, suppor
 
 
 def render(category: str, split: str, index: int, image_size: int | tuple[int, int] = 256, seed: int = 0,
-           defect: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One image (HxWx3 float32 in [0,1]) and its exact mask (HxW bool) for a demo category."""
+           defect: str | None = None, defect_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """One image (HxWx3 float32 in [0,1]) and its exact mask (HxW bool) for a demo category.
+
+    `defect_scale` enlarges defects (the conformance suite uses large, unmistakable ones).
+    """
     h, w = to_size(image_size)
     rng = _rng(seed, category, split, index)
     image, support = GENERATORS[category](rng, h, w)
@@ -168,7 +172,7 @@ def render(category: str, split: str, index: int, image_size: int | tuple[int, i
     image = np.clip(image, 0, 1)
     mask = np.zeros((h, w), bool)
     if defect is not None:
-        image, mask = _apply_defect(rng, defect, image, support)
+        image, mask = _apply_defect(rng, defect, image, support, defect_scale)
     return image.astype(np.float32), mask
 
 
@@ -177,8 +181,10 @@ class DemoDataset(ImageDataset):
 
     def __init__(self, root: str | Path | None = None, category: str | list[str] = "all", split: str = "train",
                  image_size: int | tuple[int, int] = 256, normalize: bool = False, n_train: int = 40,
-                 n_test_normal: int = 10, n_test_anomalous: int = 10, seed: int = 0) -> None:
+                 n_test_normal: int = 10, n_test_anomalous: int = 10, seed: int = 0,
+                 defect_scale: float = 1.0) -> None:
         check_split(split)
+        self.defect_scale = defect_scale
         categories = resolve_categories(category, DEMO_CATEGORIES, "demo")
         self.seed = seed
         records = []
@@ -195,7 +201,7 @@ class DemoDataset(ImageDataset):
         record = self.records[int(index)]
         number = int(record.path.rsplit("/", 1)[1])
         image, mask = render(record.category, f"{self.split}-{record.defect_type}", number, self.image_size, self.seed,
-                             None if record.label == 0 else record.defect_type)
+                             None if record.label == 0 else record.defect_type, self.defect_scale)
         tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
         if self.normalize:
             tensor = (tensor - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)

@@ -23,7 +23,6 @@ from ad_memory.patchcore import (
     nearest_neighbours,
 )
 
-from ad_core.model import NotFittedError
 from ad_core.specs import RUN_KEYS, resolve_ref
 
 SIZE = 64
@@ -128,63 +127,7 @@ def test_plugin_module_does_not_import_torch() -> None:
     assert out.stdout.strip() == "False"
 
 
-# -- every model -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(MODELS))
-def test_predict_before_fit_raises(name: str) -> None:
-    cls, kwargs = MODELS[name]
-    with pytest.raises(NotFittedError):
-        cls(**kwargs).predict(torch.rand(2, 3, SIZE, SIZE))
-
-
-def test_prediction_shapes_dtypes_finite(fitted, test_set) -> None:
-    name, _, _, model = fitted
-    pred = model.predict(test_set[0][:3])
-    assert pred.score.shape == (3,) and pred.score.dtype == torch.float32
-    assert torch.isfinite(pred.score).all()
-    if name == "dfkde":
-        assert pred.anomaly_map is None
-    else:
-        assert pred.anomaly_map.shape == (3, SIZE, SIZE) and pred.anomaly_map.dtype == torch.float32
-        assert torch.isfinite(pred.anomaly_map).all()
-        assert pred.anomaly_map.min() >= 0
-
-
-def test_batch_equals_per_image(fitted, test_set) -> None:
-    _, _, _, model = fitted
-    images = test_set[0][:3]
-    whole = model.predict(images)
-    single = [model.predict(images[i : i + 1]) for i in range(3)]
-    torch.testing.assert_close(whole.score, torch.cat([p.score for p in single]), rtol=1e-4, atol=1e-5)
-
-
-def test_ranks_defects_above_normal(fitted, test_set) -> None:
-    name, _, _, model = fitted
-    images, labels = test_set
-    assert auroc(model.predict(images).score, labels) > 0.8, name
-
-
-def test_state_dict_round_trip_into_fresh_model(fitted, test_set, tmp_path) -> None:
-    from safetensors.torch import load_file, save_file
-
-    _, cls, kwargs, model = fitted
-    images = test_set[0][:4]
-    expected = model.predict(images)
-    torch.manual_seed(123)  # the fresh model's random backbone differs until loaded
-    fresh = cls(**kwargs)
-    fresh.load_state_dict(model.state_dict())
-    got = fresh.predict(images)
-    assert torch.equal(got.score, expected.score)
-    path = tmp_path / "model.safetensors"
-    save_file(model.state_dict(), str(path))  # fails on non-contiguous or shared tensors
-    fresh = cls(**kwargs)
-    fresh.load_state_dict(load_file(str(path)))
-    again = fresh.predict(images)
-    assert torch.equal(again.score, expected.score)
-    if expected.anomaly_map is not None:
-        assert torch.equal(got.anomaly_map, expected.anomaly_map)
-        assert torch.equal(again.anomaly_map, expected.anomaly_map)
-
-
+# -- every model (the generic checks are the core's conformance suite: test_conformance.py) -----------
 def test_same_seed_same_model_whatever_the_global_rng(fitted, train_images, test_set) -> None:
     _, cls, kwargs, model = fitted
     torch.manual_seed(0)

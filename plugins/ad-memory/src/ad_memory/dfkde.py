@@ -24,7 +24,6 @@ SCALINGS = ("scale", "norm")
 class Dfkde(MemoryBankModel):
     """Gaussian KDE over PCA-reduced deep features; PCA and KDE are plain torch."""
 
-    dynamic_buffers = ("pca_components", "kde_data", "bandwidth_transform")
 
     def __init__(
         self,

@@ -88,14 +88,11 @@ def random_subset(total: int, count: int, seed: int) -> torch.Tensor:
 
 
 class MemoryBankModel(AnomalyModel):
-    """Base for one-pass models: owns the frozen backbone and restores data-sized buffers on load.
+    """Base for one-pass models: owns the frozen backbone.
 
-    Subclasses list in `dynamic_buffers` the buffers whose shape depends on the training data
-    (memory bank, per-position statistics ...). They are registered empty at construction, and
-    `load_state_dict` into a freshly built model resizes them before copying.
+    Buffers whose shape depends on the training data (memory bank, per-position statistics ...) are
+    registered empty; `AnomalyModel` gives them the saved shape when a state dict is loaded.
     """
-
-    dynamic_buffers: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -107,16 +104,6 @@ class MemoryBankModel(AnomalyModel):
     ) -> None:
         super().__init__()
         self.backbone = FrozenBackbone(backbone, layers, pretrained, weights_file, backbone_dir)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs) -> None:
-        for name in self.dynamic_buffers:
-            key = prefix + name
-            current = self._buffers.get(name)
-            if key in state_dict and current is not None and current.shape != state_dict[key].shape:
-                self._buffers[name] = torch.empty(state_dict[key].shape, dtype=current.dtype, device=current.device)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
 
     def set_buffer(self, name: str, value: torch.Tensor) -> None:
         """Replace a registered buffer with a new (contiguous) tensor on the buffer's device."""

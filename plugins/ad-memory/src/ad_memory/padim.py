@@ -31,7 +31,6 @@ def _position_chunks(positions: int, per_position: int) -> list[slice]:
 class Padim(MemoryBankModel):
     """PaDiM with streaming, numerically centred covariance accumulation."""
 
-    dynamic_buffers = ("mean", "inv_covariance")
 
     def __init__(
         self,

@@ -362,7 +362,6 @@ def gather_rows(chunks: Sequence[torch.Tensor], index: torch.Tensor) -> torch.Te
 class PatchCore(MemoryBankModel):
     """PatchCore with the authors' embedding, a streamed greedy coreset and Eq. 7 image scores."""
 
-    dynamic_buffers = ("memory_bank", "search_basis", "search_coords")
 
     def __init__(
         self,
