@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +202,7 @@ def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: boo
 
 @main.command("demo")
 @click.option("--model", "model", default="patchcore", show_default=True, help="Model(s), comma-separated.")
-@click.option("--categories", default="weave,disc", show_default=True, help="Demo categories, comma-separated, or all.")
+@click.option("--categories", default="all", show_default=True, help="Demo categories, comma-separated, or all.")
 @click.option("--image-size", type=int, default=128, show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True)
 @click.option("--backbone-dir", type=click.Path(path_type=Path))
@@ -214,8 +215,10 @@ def demo_cmd(model: str, categories: str, image_size: int, output_dir: Path, bac
     if backbone_dir:
         set_globals(backbone_dir=backbone_dir)
     try:
-        runs = train("demo", _split(categories), _split(model), output_dir=output_dir, verbose=False,
-                     image_size=image_size, on_missing_weights="warn", device=device)
+        with warnings.catch_warnings():  # said once, below, rather than once per run
+            warnings.simplefilter("ignore", UserWarning)
+            runs = train("demo", _split(categories), _split(model), output_dir=output_dir, verbose=False,
+                         image_size=image_size, on_missing_weights="warn", device=device)
     except USER_ERRORS as exc:
         _fail(exc)
     click.echo(summary_table(runs))

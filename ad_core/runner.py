@@ -266,6 +266,10 @@ def summary_table(runs: list[RunResult]) -> str:
         }
         for r in runs
     ]
+    if len(rows) > 1:
+        numeric = [k for k in rows[0] if k not in ("dataset", "category", "model")]
+        rows.append({"dataset": "mean", "category": "", "model": "",
+                     **{k: float(np.nanmean([row[k] for row in rows])) for k in numeric}})
     return format_table(rows, list(rows[0]) if rows else [])
 
 

@@ -43,7 +43,7 @@ def _coords(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _tint(rng: np.random.Generator, base: tuple[float, float, float], lum: np.ndarray) -> np.ndarray:
-    colour = np.clip(np.array(base) * (1 + rng.normal(0, 0.04, 3)), 0, 1)
+    colour = np.clip(np.array(base) * (1 + rng.normal(0, 0.02, 3)), 0, 1)
     return lum[..., None] * colour[None, None, :]
 
 
@@ -89,7 +89,8 @@ def _disc(rng, h, w) -> tuple[np.ndarray, np.ndarray]:
     r = np.hypot(dy, dx)
     outer, inner = 0.36 * (1 + rng.normal(0, 0.01)), 0.13
     body = (r < outer) & (r > inner)
-    shade = 0.55 + 0.3 * np.cos(np.arctan2(dy, dx) - rng.uniform(0, 2 * np.pi)) * (r / outer) + 0.1 * (r < 0.3)
+    light = 0.8 + rng.normal(0, 0.25)  # a fixed lamp, slightly uneven from part to part
+    shade = 0.55 + 0.3 * np.cos(np.arctan2(dy, dx) - light) * (r / outer) + 0.1 * (r < 0.3)
     metal = _tint(rng, (0.8, 0.78, 0.72), shade)
     return np.where(body[..., None], metal, BACKGROUND), body
 
