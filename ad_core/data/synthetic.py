@@ -144,7 +144,10 @@ def _defect_region(rng: np.random.Generator, kind: str, support: np.ndarray, sca
 
 def _apply_defect(rng: np.random.Generator, kind: str, image: np.ndarray, support: np.ndarray,
                   scale: float) -> tuple[np.ndarray, np.ndarray]:
-    region = _defect_region(rng, kind, support, scale)
+    for _ in range(16):  # a region can fall off the part (e.g. into the disc's hole): draw again
+        region = _defect_region(rng, kind, support, scale)
+        if region.sum() >= 4:
+            break
     out = image.copy()
     if kind == "scratch":
         out[region] = np.clip(image[region] * 0.25 + 0.75 * rng.uniform(0.85, 1.0), 0, 1)
@@ -154,7 +157,7 @@ def _apply_defect(rng: np.random.Generator, kind: str, image: np.ndarray, suppor
         colour = np.array([rng.uniform(0.15, 0.35), rng.uniform(0.25, 0.45), rng.uniform(0.05, 0.2)])
         out[region] = 0.35 * image[region] + 0.65 * colour
     else:
-        out[region] = BACKGROUND if not support.all() else np.array([0.2, 0.2, 0.22])
+        out[region] = BACKGROUND if not support.all() else np.array([0.02, 0.02, 0.03])
     changed = np.abs(out - image).max(-1) > 1.5 / 255
     out[region & ~changed] = image[region & ~changed]
     return out, region & changed
