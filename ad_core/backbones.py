@@ -9,17 +9,17 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ad_core.settings import settings
 
 if not settings.allow_download:  # must happen before timm (huggingface_hub) is imported
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import timm
+import torch
+from torch import nn
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".bin")
 

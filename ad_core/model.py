@@ -44,7 +44,7 @@ class AnomalyModel(nn.Module):
         self.fitted.fill_(True)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:  # noqa: ANN001
+                              error_msgs) -> None:
         """Buffers registered empty (memory banks, statistics sized by the data) take the saved shape."""
         for name, current in self._buffers.items():
             saved = state_dict.get(prefix + name)

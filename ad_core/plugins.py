@@ -7,9 +7,9 @@ it never takes the CLI or the other plugins down (DESIGN §3).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Callable
 
 import pluggy
 

@@ -5,7 +5,8 @@ The core never checks `isinstance` against a base class: anything with these met
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 

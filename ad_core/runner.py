@@ -5,9 +5,10 @@ from __future__ import annotations
 import resource
 import time
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -205,7 +206,7 @@ def evaluate_detector(detector: Detector, test_loader: DataLoader, out: Path, he
     results = evaluate(scores, labels, pixel.compute() if pixel.has_masks else None,
                        train_scores=train_scores, threshold_method=threshold_method, k_sigma=k_sigma)
     header.update({
-        "test_images": int(len(scores)),
+        "test_images": len(scores),
         "test_seconds": round(test_seconds, 3),
         "test_images_per_second": round(len(scores) / max(test_seconds, 1e-9), 3),
         "peak_rss_mb": round(_peak_rss_mb(), 1),

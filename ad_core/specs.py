@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 TRAINERS = ("feature_bank", "gradient")

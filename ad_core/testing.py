@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,13 +43,13 @@ def no_network() -> Iterator[list[str]]:
     attempts: list[str] = []
     real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
 
-    def connect(self, address):  # noqa: ANN001
+    def connect(self, address):
         if self.family in (socket.AF_INET, socket.AF_INET6):
             attempts.append(f"connect {address!r}")
             raise NetworkAccessError(f"network access attempted: connect({address!r})")
         return real_connect(self, address)
 
-    def getaddrinfo(host, *args, **kwargs):  # noqa: ANN001
+    def getaddrinfo(host, *args, **kwargs):
         attempts.append(f"getaddrinfo {host!r}")
         raise NetworkAccessError(f"network access attempted: getaddrinfo({host!r})")
 

@@ -31,7 +31,7 @@ class Batch:
     category: list[str]
     defect_type: list[str] = field(default_factory=list)
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return Batch(
             image=self.image.to(device),
             label=self.label.to(device),
@@ -70,7 +70,7 @@ class Prediction:
     score: torch.Tensor  # [B] float32
     anomaly_map: torch.Tensor | None  # [B,H,W] float32 at the input resolution
 
-    def to(self, device: torch.device | str) -> "Prediction":
+    def to(self, device: torch.device | str) -> Prediction:
         return Prediction(
             score=self.score.to(device),
             anomaly_map=None if self.anomaly_map is None else self.anomaly_map.to(device),

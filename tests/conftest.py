@@ -12,8 +12,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # makes `tiny_plugin` importable
 
 @pytest.fixture
 def tiny_plugin():
-    from ad_core.plugins import register_plugin
     from tiny_plugin import TinyPlugin
+
+    from ad_core.plugins import register_plugin
 
     unregister = register_plugin(TinyPlugin(), "tiny-plugin")
     yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
@@ -12,8 +13,6 @@ from ad_core import load_model, train
 from ad_core.checkpoint import CheckpointError
 from ad_core.cli import main
 from ad_core.data import DemoDataset
-
-import pytest
 
 
 @pytest.fixture

@@ -12,8 +12,15 @@ import io
 import random
 from pathlib import Path
 
-from ad_core.data.base import DatasetLayoutError, ImageDataset, Record, check_split, list_images, \
-    resolve_categories, subfolders
+from ad_core.data.base import (
+    DatasetLayoutError,
+    ImageDataset,
+    Record,
+    check_split,
+    list_images,
+    resolve_categories,
+    subfolders,
+)
 from ad_core.data.mvtec import find_mask, mvtec_records
 from ad_core.io import write_text
 

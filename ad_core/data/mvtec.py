@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ad_core.data.base import DatasetLayoutError, ImageDataset, Record, check_split, list_images, \
-    resolve_categories, subfolders
+from ad_core.data.base import (
+    DatasetLayoutError,
+    ImageDataset,
+    Record,
+    check_split,
+    list_images,
+    resolve_categories,
+    subfolders,
+)
 
 MVTEC_CATEGORIES = ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
                     "screw", "tile", "toothbrush", "transistor", "wood", "zipper"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
