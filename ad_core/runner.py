@@ -57,8 +57,10 @@ def _as_list(value: str | Iterable[str]) -> list[str]:
 
 def _loader(dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=settings.num_workers,
-                      collate_fn=collate, generator=generator, pin_memory=torch.cuda.is_available())
+    workers = settings.num_workers
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
+                      generator=generator, pin_memory=settings.pin_memory and torch.cuda.is_available(),
+                      persistent_workers=settings.persistent_workers and workers > 0)
 
 
 def _preprocessed(loader: Iterable[Batch], detector: Detector) -> Iterator[Batch]:

@@ -15,6 +15,8 @@ class Settings:
     output_dir: Path = Path(os.environ.get("ADCORE_OUTPUT_DIR", "outputs"))
     seed: int = 42
     num_workers: int = 0
+    pin_memory: bool = True  # only takes effect with CUDA
+    persistent_workers: bool = False  # only takes effect with num_workers > 0
     device: str = "auto"
     allow_download: bool = os.environ.get("ADCORE_ALLOW_DOWNLOAD", "0") == "1"
     progress: bool = os.environ.get("ADCORE_PROGRESS", "1") != "0"

@@ -121,3 +121,27 @@ def test_load_filter_restricts_and_empty_loads_none(fake_dist, monkeypatch) -> N
     assert load_registry().plugins == {}
     monkeypatch.setenv("ADCORE_LOAD_PLUGINS", "fake-good")
     assert list(load_registry().plugins) == ["fake-good"]
+
+
+class RegistersDataset:
+    @hookimpl
+    def adcore_register_datasets(self, register) -> None:
+        register("mine", "ad_core.data.folder:FolderDataset")
+
+
+def test_plugin_dataset_formats_are_usable_by_name(tmp_path) -> None:
+    from ad_core.data import get_dataset, list_datasets
+    from ad_core.plugins import register_plugin
+
+    folder = tmp_path / "cat" / "normal"
+    folder.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, i, i)).save(folder / f"{i}.png")
+    unregister = register_plugin(RegistersDataset(), "dataset-plugin")
+    try:
+        assert "mine" in [d["name"] for d in list_datasets()]
+        assert len(get_dataset("mine", "cat", "train", image_size=8, root=tmp_path)) == 2
+    finally:
+        unregister()

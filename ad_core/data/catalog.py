@@ -12,6 +12,7 @@ from ad_core.data.mvtec import MVTEC_CATEGORIES, MVTecAD, mvtec_categories
 from ad_core.data.synthetic import DEMO_CATEGORIES, DemoDataset
 from ad_core.data.visa import VISA_CATEGORIES, VisA, read_split
 from ad_core.settings import settings
+from ad_core.specs import resolve_ref
 
 DATASETS: dict[str, type] = {"mvtec": MVTecAD, "visa": VisA, "btad": BTAD, "folder": FolderDataset, "demo": DemoDataset}
 DESCRIPTIONS = {
@@ -21,6 +22,13 @@ DESCRIPTIONS = {
     "folder": ("your own images: <category>/{normal,abnormal,mask}, metadata.csv written for you", None),
     "demo": ("synthetic textures and objects with exact masks, generated on the fly", DEMO_CATEGORIES),
 }
+
+
+def _plugin_datasets() -> dict[str, str]:
+    """Dataset formats registered by plugins through `adcore_register_datasets`."""
+    from ad_core.plugins import get_registry
+
+    return get_registry().datasets
 
 
 def dataset_root(name: str, root: str | Path | None = None) -> Path:
@@ -37,6 +45,9 @@ def get_dataset(name: str, category: str | list[str] = "all", split: str = "trai
     path = dataset_root(name, root)
     if key in DATASETS:
         return DATASETS[key](path, category, split, image_size, normalize, **kwargs)
+    plugin_factory = _plugin_datasets().get(key)
+    if plugin_factory is not None:
+        return resolve_ref(plugin_factory)(path, category, split, image_size, normalize, **kwargs)
     if not path.is_dir():
         raise DatasetLayoutError(
             f"unknown dataset {name!r}: it is not built in ({', '.join(DATASETS)}) and {path} does not exist. "
@@ -65,4 +76,6 @@ def list_categories(name: str, root: str | Path | None = None) -> list[str]:
 
 
 def list_datasets() -> list[dict[str, Any]]:
-    return [{"name": n, "description": d, "categories": c} for n, (d, c) in DESCRIPTIONS.items()]
+    built_in = [{"name": n, "description": d, "categories": c} for n, (d, c) in DESCRIPTIONS.items()]
+    return built_in + [{"name": n, "description": f"from a plugin ({ref})", "categories": None}
+                       for n, ref in sorted(_plugin_datasets().items())]
