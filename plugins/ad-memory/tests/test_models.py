@@ -365,12 +365,14 @@ def test_dfkde_pca_subsample_and_scores(train_images, test_set) -> None:
     torch.testing.assert_close(comps.T @ comps, torch.eye(4, dtype=torch.float64), rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         scaled = model._reduce(model.embed(train_images))
-    assert float(scaled.norm(dim=1).max()) <= 1.0 + 1e-4  # scaled by the largest training norm
+    norms = scaled.norm(dim=1)  # scaled by the largest norm among the 10 sampled training features:
+    assert torch.isclose(norms, torch.tensor(1.0), atol=1e-4).any() and float(norms.max()) < 1.5
     nll = model.predict(test_set[0]).score
     model.score_type = "probability"
     prob = model.predict(test_set[0]).score
-    assert ((prob > 0) & (prob < 1)).all()
-    assert torch.equal(torch.argsort(nll), torch.argsort(prob))  # a monotone map of the same density
+    assert ((prob > 0) & (prob <= 1)).all()
+    ordered = prob[torch.argsort(nll)]
+    assert (ordered[1:] >= ordered[:-1]).all()  # a monotone map of the same density (it may saturate at 1)
     # fewer images than components: the PCA rank is capped at n - 1
     small = fit(Dfkde(**TINY), train_images[:5])
     assert small.pca_components.shape[1] == 4
