@@ -117,7 +117,8 @@ def _lean_build(name: str, indices: list[int]) -> nn.Module | None:
 
 
 def _init_random(model: nn.Module) -> None:
-    """He initialisation of convolutions (as timm's CNNs do) and the layers' own reset for the rest."""
+    """timm's own CNN initialisation: He-normal convolutions, unit BatchNorm, and the last BatchNorm of
+    each residual block zeroed (`zero_init_last`), so random-weight runs match a full timm build."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -125,6 +126,9 @@ def _init_random(model: nn.Module) -> None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, PLAIN_MODULES):
             module.reset_parameters()
+    for module in model.modules():
+        if hasattr(module, "zero_init_last"):
+            module.zero_init_last()
 
 
 def _load_file(model: nn.Module, path: Path) -> None:

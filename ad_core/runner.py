@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 
 from ad_core.backbones import MissingWeightsError
 from ad_core.building import ModelConfig, build_model
@@ -97,7 +98,7 @@ def _score(detector: Detector, loader: Iterable[Batch], device: torch.device, ke
     """Scores, labels, streamed pixel metrics, and up to `keep` examples for map panels."""
     scores, labels, kept = [], [], []
     pixel = PixelMetrics()
-    for batch in loader:
+    for batch in tqdm(loader, desc="scoring", unit="batch", disable=not settings.progress, leave=False):
         pred = detector.predict(batch.image.to(device))
         scores.append(pred.score.cpu())
         labels.append(batch.label)

@@ -93,3 +93,19 @@ def test_lists_of_categories_and_variants(tiny_plugin, outputs) -> None:
     assert [(r.category, r.model) for r in runs] == [("weave", "tiny-ae"), ("weave", "tiny-ae-wide"),
                                                     ("disc", "tiny-ae"), ("disc", "tiny-ae-wide")]
     assert load_model(runs[-1].output_dir).model.encoder[0].out_channels == 16
+
+
+def test_demo_warns_once_without_weights_and_prints_a_table(tiny_plugin, tmp_path) -> None:
+    result = CliRunner().invoke(main, ["demo", "--model", "tiny-ae-pretrained", "--categories", "weave,disc",
+                                       "--image-size", "32", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("random weights were used") == 1
+    assert "mean" in result.output and "tiny-ae-pretrained" in result.output
+    assert (tmp_path / "demo" / "disc" / "tiny-ae-pretrained" / "model.safetensors").is_file()
+
+
+def test_missing_weights_is_an_error_unless_allowed(tiny_plugin, outputs) -> None:
+    from ad_core.backbones import MissingWeightsError
+
+    with pytest.raises(MissingWeightsError, match="backbones/tiny.safetensors"):
+        train("demo", "weave", "tiny-ae-pretrained", verbose=False, num_epochs=1, image_size=32)

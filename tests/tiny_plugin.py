@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ad_core.backbones import MissingWeightsError
 from ad_core.hookspecs import hookimpl
 from ad_core.model import AnomalyModel
 from ad_core.specs import ModelSpec
@@ -17,8 +18,10 @@ from ad_core.specs import ModelSpec
 class TinyAE(AnomalyModel):
     """Reconstruction autoencoder; score = max of the per-pixel squared error map."""
 
-    def __init__(self, width: int = 8, lr: float = 1e-2, blow_up_at: int = -1) -> None:
+    def __init__(self, width: int = 8, lr: float = 1e-2, blow_up_at: int = -1, pretrained: bool = False) -> None:
         super().__init__()
+        if pretrained:  # stands for a backbone whose weights are not on this machine
+            raise MissingWeightsError("no pretrained weights for backbone 'tiny': put them at backbones/tiny.safetensors")
         self.lr = lr
         self.blow_up_at = blow_up_at
         self.steps = 0
@@ -56,4 +59,4 @@ class TinyPlugin:
         register(ModelSpec(name="tiny-ae", paradigm="test", factory="tiny_plugin:TinyAE", trainer="gradient",
                            paper="test-only model", defaults={"width": 8, "num_epochs": 3, "batch_size": 8,
                                                               "image_size": 32},
-                           variants={"tiny-ae-wide": {"width": 16}}))
+                           variants={"tiny-ae-wide": {"width": 16}, "tiny-ae-pretrained": {"pretrained": True}}))

@@ -32,7 +32,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ad_core.metrics.curves import NAN_MESSAGE, to_numpy
 
@@ -48,6 +47,13 @@ def partial_trapezoid(x: np.ndarray, y: np.ndarray, limit: float) -> float:
         y_limit = y[end - 1] + (y[end] - y[end - 1]) * (limit - x[end - 1]) / (x[end] - x[end - 1])
         area += (limit - x[end - 1]) * (y[end - 1] + y_limit) / 2.0
     return area
+
+
+def label_regions(mask: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected defect regions; scipy is imported here, after the fit, so it never adds to a fit's peak memory."""
+    from scipy import ndimage
+
+    return ndimage.label(mask, structure=structure)
 
 
 class PixelMetrics:
@@ -120,7 +126,7 @@ class PixelMetrics:
         for image_bins, mask in zip(bins, positive):
             if not mask.any():
                 continue
-            regions, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
+            regions, count = label_regions(mask, structure=EIGHT_CONNECTED)
             inverse_size = 1.0 / np.maximum(np.bincount(regions.ravel()), 1)
             anomalous_bins.append(image_bins[mask])
             weights.append(inverse_size[regions[mask]])

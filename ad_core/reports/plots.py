@@ -7,13 +7,14 @@ writing plots neither picks a global backend nor accumulates open figures across
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ad_core.io import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 100
 FIGSIZE = (6.4, 4.0)  # inches: 640 x 400 pixels at DPI
@@ -37,6 +38,9 @@ def _scores_labels(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _new_figure() -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported on first plot: keeps runs lean
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
