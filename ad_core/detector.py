@@ -12,10 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ad_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ad_core.types import Prediction
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class PreProcessor(nn.Module):

@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ad_core.data.base import ImageDataset, Record, check_split, resolve_categories
-from ad_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_size
+from ad_core.data.transforms import imagenet_normalize, to_size
 from ad_core.types import Sample
 
 TEXTURES = ["weave", "grain", "brushed_metal"]
@@ -208,7 +208,7 @@ class DemoDataset(ImageDataset):
                              None if record.label == 0 else record.defect_type, self.defect_scale)
         tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
         if self.normalize:
-            tensor = (tensor - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+            tensor = imagenet_normalize(tensor)
         return Sample(image=tensor, label=record.label, mask=torch.from_numpy(mask.astype(np.float32)),
                       path=record.path, category=record.category, defect_type=record.defect_type)
 

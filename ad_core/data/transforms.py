@@ -18,23 +18,25 @@ def to_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet mean/std normalisation of [3,H,W] or [B,3,H,W] images in [0,1]."""
+    shape = (3, 1, 1)
+    return (images - torch.tensor(IMAGENET_MEAN).view(shape)) / torch.tensor(IMAGENET_STD).view(shape)
+
+
 class ImageTransform:
     """PIL RGB image -> float tensor [3,H,W] in [0,1], or ImageNet-normalised when `normalize`."""
 
     def __init__(self, image_size: int | tuple[int, int], normalize: bool = False) -> None:
         self.size = to_size(image_size)
         self.normalize = normalize
-        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         height, width = self.size
         if img.size != (width, height):
             img = img.resize((width, height), Image.BILINEAR, reducing_gap=None)
         tensor = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
-        if self.normalize:
-            tensor = (tensor - self.mean) / self.std
-        return tensor
+        return imagenet_normalize(tensor) if self.normalize else tensor
 
 
 class MaskTransform:
