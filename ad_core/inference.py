@@ -9,10 +9,9 @@ import torch
 
 from ad_core.checkpoint import load_model
 from ad_core.data import ImageTransform, read_image
+from ad_core.data.images import IMAGE_SUFFIXES
 from ad_core.reports import save_map_png
 from ad_core.settings import resolve_device
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def collect_images(inputs: list[Path]) -> list[Path]:

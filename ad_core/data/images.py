@@ -14,10 +14,6 @@ class ImageReadError(ValueError):
     """An image or mask file cannot be read."""
 
 
-def is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-
-
 def _open(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as img:
