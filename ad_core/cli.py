@@ -229,5 +229,13 @@ def demo_cmd(model: str, categories: str, image_size: int, output_dir: Path, bac
     click.echo(f"outputs written under {output_dir / 'demo'}")
 
 
+def _plugin_commands() -> None:
+    from ad_core.plugins import add_plugin_commands
+
+    add_plugin_commands(main, get_registry())
+
+
+_plugin_commands()
+
 if __name__ == "__main__":
     main()

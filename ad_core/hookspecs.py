@@ -22,3 +22,11 @@ def adcore_register_datasets(register: Callable) -> None:
 
     `factory` is a `"module:attr"` string naming a callable `(root, category, split, image_size, ...) -> Dataset`.
     """
+
+
+@hookspec
+def adcore_register_commands(cli) -> None:
+    """Add subcommands to the `adcore` click group, e.g. `@cli.command() def distill(...)`.
+
+    Keep the command functions light: import torch and model code inside them, not at module level.
+    """

@@ -56,6 +56,7 @@ class Registry:
         self.models: dict[str, ModelEntry] = {}
         self.variants: dict[str, str] = {}  # variant name -> base model name
         self.datasets: dict[str, str] = {}  # dataset name -> "module:attr"
+        self.command_hooks: list[tuple[str, Callable]] = []  # (plugin, adcore_register_commands implementation)
 
     def register_model(self, spec: ModelSpec, plugin: str) -> None:
         if not isinstance(spec, ModelSpec):
@@ -146,6 +147,21 @@ def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
 
         try:
             impl.function(register=register_dataset)
+        except Exception as exc:
+            info.error = _first_line(exc)
+    for impl in pm.hook.adcore_register_commands.get_hookimpls():
+        registry.plugins.setdefault(impl.plugin_name, PluginInfo(name=impl.plugin_name))
+        registry.command_hooks.append((impl.plugin_name, impl.function))
+
+
+def add_plugin_commands(cli: object, registry: Registry) -> None:
+    """Let each plugin add its subcommands; a plugin whose hook fails is marked broken, the CLI still starts."""
+    for name, function in registry.command_hooks:
+        info = registry.plugins[name]
+        if info.broken:
+            continue
+        try:
+            function(cli=cli)
         except Exception as exc:
             info.error = _first_line(exc)
 

@@ -145,3 +145,40 @@ def test_plugin_dataset_formats_are_usable_by_name(tmp_path) -> None:
         assert len(get_dataset("mine", "cat", "train", image_size=8, root=tmp_path)) == 2
     finally:
         unregister()
+
+
+class AddsCommand:
+    @hookimpl
+    def adcore_register_commands(self, cli) -> None:
+        import click
+
+        @cli.command("hello-plugin")
+        @click.argument("who")
+        def hello(who: str) -> None:
+            click.echo(f"hello {who}")
+
+
+class CommandHookExplodes:
+    @hookimpl
+    def adcore_register_commands(self, cli) -> None:
+        raise RuntimeError("command hook bug")
+
+
+def test_plugin_commands_are_added_and_a_failing_hook_is_reported(monkeypatch) -> None:
+    import click
+    from click.testing import CliRunner
+
+    from ad_core.plugins import add_plugin_commands
+
+    monkeypatch.setenv("ADCORE_LOAD_PLUGINS", "")
+    registry = load_registry([("adds", AddsCommand()), ("bad", CommandHookExplodes())])
+
+    @click.group()
+    def cli() -> None:
+        pass
+
+    add_plugin_commands(cli, registry)
+    result = CliRunner().invoke(cli, ["hello-plugin", "line"])
+    assert result.exit_code == 0 and result.output.strip() == "hello line"
+    assert registry.plugins["bad"].broken and "command hook bug" in registry.plugins["bad"].error
+    assert not registry.plugins["adds"].broken

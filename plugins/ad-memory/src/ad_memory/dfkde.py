@@ -15,7 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ad_memory.features import MemoryBankModel, random_subset
+from ad_core.features import random_subset
+from ad_memory.features import MemoryBankModel
 
 SCORE_TYPES = ("nll", "probability")
 SCALINGS = ("scale", "norm")

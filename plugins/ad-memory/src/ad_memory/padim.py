@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ad_core.model import gaussian_blur
-from ad_memory.features import MemoryBankModel, image_chunks, random_subset
+from ad_core.features import image_chunks, random_subset
+from ad_memory.features import MemoryBankModel
 
 # Channel subsets of the paper / anomalib for the two usual backbones (d = 100 and 550).
 N_FEATURES_DEFAULTS = {"resnet18": 100, "wide_resnet50_2": 550}

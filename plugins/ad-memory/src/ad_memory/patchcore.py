@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ad_core.model import gaussian_blur
-from ad_memory.features import MemoryBankModel, image_chunks, seeded_generator
+from ad_core.features import image_chunks, seeded_generator
+from ad_memory.features import MemoryBankModel
 
 # Elements of the [queries x bank] distance block computed at once at test time (32 MiB of float32).
 NN_BLOCK_ELEMENTS = 1 << 23
