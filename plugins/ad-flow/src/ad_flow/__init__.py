@@ -1,0 +1,3 @@
+"""ad-flow: normalizing-flow anomaly detection models for ad-core."""
+
+__version__ = "0.1.0"
