@@ -287,3 +287,22 @@ def test_report_renders_and_sorts_in_a_headless_browser(grid) -> None:
     assert len(numbers) == 4 and len(set(numbers)) > 1
     assert [float(v) for v in ascending[:4]] == numbers and [float(v) for v in descending[:4]] == numbers[::-1]
     assert ascending[4:] == descending[4:] == [""] * 4  # cells without a value sort last either way
+
+
+def test_summary_means_ranks_and_unfinished_cells() -> None:
+    from ad_core.benchmarking.leaderboard import flatten, summarize
+
+    def record(category: str, model: str, auroc: float | None, status: str = "ok") -> dict:
+        metrics = None if auroc is None else {"image_auroc": auroc, "pixel_auroc": 0.9}
+        return {"dataset": "d", "category": category, "model": model, "status": status, "metrics": metrics,
+                "checkpoint_bytes": 2**20, "threshold": {"method": "f1_percentile", "value": 1.5}}
+
+    rows = [flatten(r) for r in [record("a", "m1", 0.8), record("b", "m1", 1.0), record("a", "m2", 0.95),
+                                 record("b", "m2", None, "running"), record("a", "m3", None, "failed")]]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "incomplete", "failed"]
+    assert rows[0]["checkpoint_mb"] == 1.0 and rows[0]["threshold"] == 1.5
+    entries = summarize(rows)["d"]
+    assert [(e["model"], e["rank"], e["cells_ok"], e["cells"]) for e in entries] == [
+        ("m2", 1, 1, 2), ("m1", 2, 2, 2), ("m3", 3, 0, 1)]
+    assert entries[1]["image_auroc"] == {"mean": pytest.approx(0.9), "std": pytest.approx(0.1), "n": 2}
+    assert entries[2]["image_auroc"] is None and entries[1]["image_aupr"] is None

@@ -17,6 +17,7 @@ from typing import Any
 from ad_core.benchmarking.cells import CellOptions, run_cell
 from ad_core.benchmarking import grid
 from ad_core.benchmarking.grid import Cell, make_grid, parse_shard, shard
+from ad_core.benchmarking.leaderboard import collect
 from ad_core.benchmarking.report import write_report
 
 __all__ = ["BenchmarkRun", "Cell", "CellOptions", "benchmark", "make_grid", "parse_shard", "run_cell", "shard",
@@ -107,5 +108,5 @@ def benchmark(models: str | Iterable[str], dataset: str | Iterable[str], categor
                           settings={k: v for k, v in settings.as_dict().items() if k != "progress"})
     records = run_grid(cells, options, jobs=jobs, progress=settings.progress if progress is None else progress,
                        echo=print if verbose else None)
-    files = write_report(output) if report else {}
+    files = write_report(output) if report and (records or collect(output)) else {}  # a shard may be empty
     return BenchmarkRun(output, records, files)
