@@ -303,7 +303,11 @@ def benchmark_cmd(ctx: click.Context, models, dataset, categories, output, root,
 
 def _echo_leaderboard(directory: Path) -> None:
     """The top of leaderboard.md (the per-model tables) and where the report is."""
-    text = (directory / "leaderboard.md").read_text()
+    path = directory / "leaderboard.md"
+    if not path.is_file():  # e.g. an empty shard of an empty directory
+        click.echo(f"no cells in {directory} yet")
+        return
+    text = path.read_text()
     click.echo(text.split("### ", 1)[0].rstrip() if "### " in text else text.rstrip())
     click.echo(f"\nreport: {directory / 'report.html'}")
 

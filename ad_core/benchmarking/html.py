@@ -22,7 +22,7 @@ tr.failed:nth-child(even) td { background: #fbe3e0; }
 .status-ok { color: #1a7f37; } .status-failed, .status-timeout, .status-incomplete { color: #b42318; font-weight: 600; }
 img { max-width: 100%; border: 1px solid #eee; margin: 4px 0 12px; }
 pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
-.note { color: #666; } nav a { margin-right: 12px; }
+.note { color: #666; } nav a { margin-right: 12px; } .scroll { overflow-x: auto; }
 """
 
 SCRIPT = """
@@ -84,8 +84,8 @@ def leaderboard_table(dataset: str, entries: list[dict[str, Any]], metrics: list
                  _num_cell(e["cells_ok"] / max(e["cells"], 1), f"{e['cells_ok']}/{e['cells']}")]
         cells += [_num_cell((e[k] or {}).get("mean"), fmt_mean_std(e[k])) for k, _ in metrics]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table class="sortable leaderboard" id="leaderboard-{_anchor(dataset)}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return (f'<div class="scroll"><table class="sortable leaderboard" id="leaderboard-{_anchor(dataset)}">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
 def cells_table(dataset: str, rows: list[dict[str, Any]], metrics: list[tuple[str, str]]) -> str:
@@ -101,8 +101,8 @@ def cells_table(dataset: str, rows: list[dict[str, Any]], metrics: list[tuple[st
         error = str(r.get("error") or "")
         cells.append(f'<td class="error" title="{_e(error)}">{_e(error[:200])}</td>')
         body.append(f'<tr class="{_e(r["status"])}">' + "".join(cells) + "</tr>")
-    return (f'<table class="sortable cells" id="cells-{_anchor(dataset)}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return (f'<div class="scroll"><table class="sortable cells" id="cells-{_anchor(dataset)}">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
 def failures(rows: list[dict[str, Any]], logs: dict[tuple[str, str, str], str]) -> str:

@@ -50,7 +50,8 @@ def run_grid(cells: list[Cell], options: CellOptions, jobs: int = 1, progress: b
              echo: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
     """Run every unfinished cell, `jobs` at a time; returns the records of all cells in grid order.
 
-    Records of cells skipped because they were already finished carry `"resumed": True`.
+    Records of cells skipped because they were already finished carry `"resumed": True`. `echo` prints one
+    line per finished cell (through the progress bar when it is shown); None keeps quiet.
     Interrupting the grid (Ctrl-C, SIGTERM) kills the running cells and records them as interrupted.
     """
     if jobs < 1:
@@ -65,7 +66,7 @@ def run_grid(cells: list[Cell], options: CellOptions, jobs: int = 1, progress: b
     total = len(cells)
     bar = tqdm(total=total, initial=total - len(queue), desc="benchmark", unit="cell", disable=not progress,
                dynamic_ncols=True)
-    say = (tqdm.write if progress else echo) or (lambda line: None)
+    say = (tqdm.write if progress else echo) if echo is not None else (lambda line: None)
     if records:
         say(f"{len(records)} of {total} cells already finished: skipped")
     running: list[RunningCell] = []
