@@ -30,7 +30,6 @@ LOG_NAME = "cell.log"
 CHILD_RESULT = ".child_result.json"
 LOG_TAIL_LINES = 30
 FINISHED = "ok"
-METRICS = ("image_auroc", "image_aupr", "image_f1_max", "pixel_auroc", "pixel_aupro")
 
 
 @dataclass

@@ -43,7 +43,8 @@ def describe(record: dict[str, Any]) -> str:
     if record["status"] == "ok":
         auroc = (record.get("metrics") or {}).get("image_auroc")
         return head + (f"  image AUROC {auroc:.3f}" if auroc is not None else "")
-    return head + f"  {str(record.get('error') or '').splitlines()[0][:160] if record.get('error') else ''}"
+    error = str(record.get("error") or "").strip()
+    return head + (f"  {error.splitlines()[0][:160]}" if error else "")
 
 
 def run_grid(cells: list[Cell], options: CellOptions, jobs: int = 1, progress: bool = True,
