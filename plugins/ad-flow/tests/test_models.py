@@ -22,7 +22,7 @@ def batch(n: int = 4, size: int = 64) -> Batch:
 
 @pytest.mark.parametrize(("variant", "expected"), [
     ("fastflow", {"backbone": "resnet18", "flow_steps": 8, "hidden_ratio": 1.0, "conv3x3_only": True}),
-    ("fastflow-wrn50", {"backbone": "wide_resnet50_2", "flow_steps": 8, "conv3x3_only": True}),
+    ("fastflow-wrn50", {"backbone": "wide_resnet50_2", "flow_steps": 8, "conv3x3_only": False}),
     ("fastflow-cait", {"backbone": "cait_m48_448", "feature_block": 40, "image_size": 448, "flow_steps": 20,
                        "hidden_ratio": 0.16, "conv3x3_only": False}),
     ("fastflow-deit", {"backbone": "deit_base_distilled_patch16_384", "feature_block": 7, "image_size": 384,
@@ -72,12 +72,15 @@ def test_positional_encoding_separates_x_and_y() -> None:
 
 
 def test_lr_schedule_warms_up_then_decays() -> None:
-    schedule = WarmupCosine(num_epochs=200, sub_epochs=8)
+    schedule = WarmupCosine(num_epochs=200, meta_epochs=25)  # the reference: 25 meta epochs of 8 epochs
     factors = [schedule(e) for e in range(200)]
     assert factors[0] == pytest.approx(0.1)
     assert max(factors) == pytest.approx(schedule.cosine(2)) and factors.index(max(factors)) == 16
     assert factors[-1] == pytest.approx(1e-3 + (1 - 1e-3) * (1 + math.cos(math.pi * 24 / 25)) / 2)
     assert all(a >= b for a, b in zip(factors[16:], factors[17:]))
+    short = WarmupCosine(num_epochs=10)  # a short run keeps the shape: one warm-up epoch, then the cosine
+    assert short(0) == pytest.approx(0.1) and short(1) == pytest.approx(short.cosine(2))
+    assert short(9) < short(1)
 
 
 def test_cflow_takes_one_step_per_fiber_batch_and_normalises_by_training_fibers() -> None:

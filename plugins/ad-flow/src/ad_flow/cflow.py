@@ -54,12 +54,13 @@ def fc_subnet(in_features: int, out_features: int) -> nn.Module:
 
 
 class WarmupCosine:
-    """The reference's learning-rate factor per epoch: linear warm-up from 1/10 over the first two meta epochs,
-    then cosine decay per meta epoch down to 1/1000 (a meta epoch is `sub_epochs` epochs)."""
+    """The reference's learning-rate factor per epoch. Training is cut into `meta_epochs` equal meta epochs
+    (the reference: 25 of 8 epochs each); the rate warms up linearly from 1/10 over the first two of them,
+    then follows a cosine per meta epoch down to 1/1000."""
 
-    def __init__(self, num_epochs: int, sub_epochs: int = 8, warm_meta_epochs: int = 2, decay: float = 1e-3) -> None:
-        self.sub_epochs = max(1, int(sub_epochs))
-        self.meta_epochs = max(1, math.ceil(num_epochs / self.sub_epochs))
+    def __init__(self, num_epochs: int, meta_epochs: int = 25, warm_meta_epochs: int = 2, decay: float = 1e-3) -> None:
+        self.num_epochs = max(1, int(num_epochs))
+        self.meta_epochs = max(1, int(meta_epochs))
         self.warm = int(warm_meta_epochs)
         self.decay = float(decay)
 
@@ -67,10 +68,10 @@ class WarmupCosine:
         return self.decay + (1 - self.decay) * (1 + math.cos(math.pi * meta_epoch / self.meta_epochs)) / 2
 
     def __call__(self, epoch: int) -> float:
-        meta_epoch = epoch // self.sub_epochs
+        meta_epoch = epoch * self.meta_epochs // self.num_epochs
         if meta_epoch >= self.warm:
             return self.cosine(meta_epoch)
-        progress = epoch / (self.warm * self.sub_epochs)
+        progress = epoch * self.meta_epochs / (self.warm * self.num_epochs)
         return 0.1 + progress * (self.cosine(self.warm) - 0.1)
 
 
@@ -90,7 +91,7 @@ class CFlow(AnomalyModel):
         soft_permutation: bool = True,
         lr: float = 2e-4,
         lr_schedule: bool = True,
-        sub_epochs: int = 8,
+        meta_epochs: int = 25,
         num_epochs: int | None = None,
         pretrained: bool = True,
         weights_file: str | None = None,
@@ -104,7 +105,7 @@ class CFlow(AnomalyModel):
         positional_encoding_2d(self.condition_dim, 1, 1)  # validates condition_dim early
         self.fiber_batch_size = int(fiber_batch_size)
         self.lr = float(lr)
-        self.schedule = WarmupCosine(num_epochs, sub_epochs) if lr_schedule and num_epochs else None
+        self.schedule = WarmupCosine(num_epochs, meta_epochs) if lr_schedule and num_epochs else None
         self.seed = int(seed)
         self.encoder = FrozenBackbone(backbone, layers, pretrained, weights_file, backbone_dir)
         self.decoders = nn.ModuleList(

@@ -29,7 +29,7 @@ def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
                   "image_size": 256, "batch_size": 32, "num_epochs": 500, "early_stopping_patience": 3},
         variants={
             "fastflow-resnet18": {},
-            "fastflow-wrn50": {"backbone": "wide_resnet50_2"},
+            "fastflow-wrn50": {"backbone": "wide_resnet50_2", "conv3x3_only": False},
             "fastflow-cait": {"backbone": "cait_m48_448", "feature_block": 40, "image_size": 448,
                               **FASTFLOW_TRANSFORMER},
             "fastflow-deit": {"backbone": "deit_base_distilled_patch16_384", "feature_block": 7, "image_size": 384,
@@ -44,7 +44,7 @@ def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
         description="Conditional normalizing flows over feature fibers with positional encoding, fiber-batch training.",
         defaults={"backbone": "wide_resnet50_2", "layers": ["layer2", "layer3", "layer4"], "coupling_blocks": 8,
                   "clamp_alpha": 1.9, "condition_dim": 128, "fiber_batch_size": 256, "soft_permutation": True,
-                  "lr": 2e-4, "lr_schedule": True, "sub_epochs": 8, "image_size": 256, "batch_size": 32,
+                  "lr": 2e-4, "lr_schedule": True, "meta_epochs": 25, "image_size": 256, "batch_size": 32,
                   "num_epochs": 200},
         variants={"cflow-resnet18": {"backbone": "resnet18"}},
     ))
