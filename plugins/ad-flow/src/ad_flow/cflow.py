@@ -56,7 +56,8 @@ def fc_subnet(in_features: int, out_features: int) -> nn.Module:
 class WarmupCosine:
     """The reference's learning-rate factor per epoch. Training is cut into `meta_epochs` equal meta epochs
     (the reference: 25 of 8 epochs each); the rate warms up linearly from 1/10 over the first two of them,
-    then follows a cosine per meta epoch down to 1/1000."""
+    then follows a cosine per meta epoch down to 1/1000. Short runs keep the shape (a 5-epoch run has no
+    epoch left to warm up in and starts on the cosine)."""
 
     def __init__(self, num_epochs: int, meta_epochs: int = 25, warm_meta_epochs: int = 2, decay: float = 1e-3) -> None:
         self.num_epochs = max(1, int(num_epochs))
@@ -71,7 +72,8 @@ class WarmupCosine:
         meta_epoch = epoch * self.meta_epochs // self.num_epochs
         if meta_epoch >= self.warm:
             return self.cosine(meta_epoch)
-        progress = epoch * self.meta_epochs / (self.warm * self.num_epochs)
+        # The reference warms up per iteration; per epoch, take the warm-up's value at the epoch's middle.
+        progress = min(1.0, (epoch + 0.5) * self.meta_epochs / (self.warm * self.num_epochs))
         return 0.1 + progress * (self.cosine(self.warm) - 0.1)
 
 
@@ -141,14 +143,11 @@ class CFlow(AnomalyModel):
         total, count = 0.0, 0
         for scale, feature in enumerate(features):
             fibers, condition = self._fibers(feature)
-            n_batches = fibers.shape[0] // self.fiber_batch_size
-            if n_batches == 0:
-                raise ValueError(
-                    f"scale {scale} has only {fibers.shape[0]} fibers per image batch, fewer than "
-                    f"fiber_batch_size={self.fiber_batch_size}: use a larger batch_size or image_size, or a "
-                    f"smaller fiber_batch_size")
+            # Whole fiber batches only, as the reference; a small last image batch gives one smaller fiber batch.
+            used = max(fibers.shape[0] // self.fiber_batch_size * self.fiber_batch_size, min(fibers.shape[0],
+                                                                                           self.fiber_batch_size))
             order = torch.randperm(fibers.shape[0], generator=self._generator).to(fibers.device)
-            for index in order[: n_batches * self.fiber_batch_size].split(self.fiber_batch_size):
+            for index in order[:used].split(self.fiber_batch_size):
                 log_prob = self.log_prob(scale, fibers[index], condition[index])
                 loss = -F.logsigmoid(log_prob)
                 optimizer.zero_grad(set_to_none=True)
