@@ -181,10 +181,39 @@ def create_feature_extractor(
     downloads = settings.allow_download if allow_download is None else allow_download
     if downloads:
         return timm.create_model(name, pretrained=True, **kwargs)
+    raise _missing_weights(name, backbone_dir)
+
+
+def _missing_weights(name: str, backbone_dir: str | Path | None) -> MissingWeightsError:
     directory = Path(backbone_dir if backbone_dir is not None else settings.backbone_dir).expanduser()
     expected = weight_candidates(name, directory)[0]
-    raise MissingWeightsError(
+    return MissingWeightsError(
         f"no pretrained weights for backbone {name!r}: put them at {expected} "
         f"(or .pth/.bin), pass weights_file=..., set backbone_dir, allow downloads with "
         f"ADCORE_ALLOW_DOWNLOAD=1, or use pretrained=False (random weights, much lower accuracy)."
     )
+
+
+def create_model(
+    name: str,
+    pretrained: bool = True,
+    weights_file: str | Path | None = None,
+    backbone_dir: str | Path | None = None,
+    allow_download: bool | None = None,
+    **timm_kwargs: object,
+) -> nn.Module:
+    """A whole timm model (not features-only), its weights found offline as for `create_feature_extractor`.
+
+    For models that cut a network where timm's `features_only` cannot (a stage that is not a feature
+    level, the first blocks of a ViT); the file must hold every tensor of the model (a head may be extra).
+    """
+    path = find_weights(name, weights_file, backbone_dir) if pretrained else None
+    if not pretrained or path is not None:
+        model = timm.create_model(name, pretrained=False, **timm_kwargs)
+        if path is not None:
+            _load_file(model, path)
+        return model
+    downloads = settings.allow_download if allow_download is None else allow_download
+    if downloads:
+        return timm.create_model(name, pretrained=True, **timm_kwargs)
+    raise _missing_weights(name, backbone_dir)
