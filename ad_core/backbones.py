@@ -178,16 +178,18 @@ def create_feature_extractor(
         if path is not None:
             _load_file(model, path)
         return model
+    return _download_or_fail(name, backbone_dir, allow_download, **kwargs)
+
+
+def _download_or_fail(name: str, backbone_dir: str | Path | None, allow_download: bool | None,
+                      **timm_kwargs: object) -> nn.Module:
+    """No local file: timm's hub when downloads are allowed, else an error naming the file expected."""
     downloads = settings.allow_download if allow_download is None else allow_download
     if downloads:
-        return timm.create_model(name, pretrained=True, **kwargs)
-    raise _missing_weights(name, backbone_dir)
-
-
-def _missing_weights(name: str, backbone_dir: str | Path | None) -> MissingWeightsError:
+        return timm.create_model(name, pretrained=True, **timm_kwargs)
     directory = Path(backbone_dir if backbone_dir is not None else settings.backbone_dir).expanduser()
     expected = weight_candidates(name, directory)[0]
-    return MissingWeightsError(
+    raise MissingWeightsError(
         f"no pretrained weights for backbone {name!r}: put them at {expected} "
         f"(or .pth/.bin), pass weights_file=..., set backbone_dir, allow downloads with "
         f"ADCORE_ALLOW_DOWNLOAD=1, or use pretrained=False (random weights, much lower accuracy)."
@@ -213,7 +215,4 @@ def create_model(
         if path is not None:
             _load_file(model, path)
         return model
-    downloads = settings.allow_download if allow_download is None else allow_download
-    if downloads:
-        return timm.create_model(name, pretrained=True, **timm_kwargs)
-    raise _missing_weights(name, backbone_dir)
+    return _download_or_fail(name, backbone_dir, allow_download, **timm_kwargs)
