@@ -70,12 +70,12 @@ def test_run_reports_the_nfa_threshold(run_outputs) -> None:
 
 
 def test_mcait_extractor_with_a_tiny_cait(monkeypatch) -> None:
-    monkeypatch.setattr(uflow, "MCAIT_PARTS", (("cait_xxs24_224", 64, 2), ("cait_xxs24_224", 64, 1)))
+    monkeypatch.setattr(uflow, "MCAIT_PARTS", (("cait_xxs24_224", 64, 1), ("cait_xxs24_224", 64, 0)))
     with pytest.raises(ValueError, match="twice the next one"):
         model = UFlow(pretrained=False, flow_steps=1)
         model.mark_fitted()
         model.predict(torch.rand(1, 3, 64, 64))
-    monkeypatch.setattr(uflow, "MCAIT_PARTS", (("cait_xxs24_224", 64, 2), ("cait_xxs24_224", 32, 1)))
+    monkeypatch.setattr(uflow, "MCAIT_PARTS", (("cait_xxs24_224", 64, 1), ("cait_xxs24_224", 32, 0)))
     model = UFlow(pretrained=False, flow_steps=1)
     assert model.extractor.channels == [192, 192]
     model.mark_fitted()

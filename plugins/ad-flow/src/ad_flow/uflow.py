@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ad_core.backbones import create_model
-from ad_core.features import FrozenBackbone
+from ad_core.features import FrozenBackbone, FrozenViT
 from ad_core.model import AnomalyModel
 from ad_core.types import Batch
 from ad_flow.coupling import AffineCouplingBlock, SequentialFlow
@@ -27,7 +26,7 @@ from ad_flow.nfa import log_nfa
 SCORE_MAPS = ("nfa", "likelihood")
 MCAIT = "mcait"
 # The paper's MS-CaiT (its Table 6): CaiT-M48 at 448 px read after block index 40, CaiT-S24 at 224 px after 20.
-MCAIT_PARTS = (("cait_m48_448.fb_dist_in1k", 448, 41), ("cait_s24_224.fb_dist_in1k", 224, 21))
+MCAIT_PARTS = (("cait_m48_448.fb_dist_in1k", 448, 40), ("cait_s24_224.fb_dist_in1k", 224, 20))
 
 
 class CnnScales(nn.Module):
@@ -43,43 +42,23 @@ class CnnScales(nn.Module):
         return [F.layer_norm(f, f.shape[1:]) for f in self.backbone(images)]
 
 
-class TruncatedCait(nn.Module):
-    """The patch tokens of a timm CaiT after its first `n_blocks` blocks, through its final LayerNorm."""
-
-    def __init__(self, name: str, image_size: int, n_blocks: int, pretrained: bool, backbone_dir: str | None) -> None:
-        super().__init__()
-        full = create_model(name, pretrained=pretrained, backbone_dir=backbone_dir, img_size=image_size)
-        self.image_size = image_size
-        self.patch_embed, self.pos_embed, self.norm = full.patch_embed, full.pos_embed, full.norm
-        self.blocks = nn.Sequential(*full.blocks[:n_blocks])
-        self.channels = full.embed_dim
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> TruncatedCait:
-        return super().train(False)
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bicubic",
-                                   align_corners=True)
-        tokens = self.norm(self.blocks(self.patch_embed(images) + self.pos_embed))
-        side = self.image_size // self.patch_embed.patch_size[0]
-        return tokens.transpose(1, 2).reshape(images.shape[0], self.channels, side, side)
-
-
 class MultiScaleCait(nn.Module):
-    """The paper's MS-CaiT extractor: two CaiT models at two image scales (strides 16 and 32 of 448 px)."""
+    """The paper's MS-CaiT extractor: two CaiT models, each fed the image resized to its own size (bicubic)."""
 
     def __init__(self, pretrained: bool, backbone_dir: str | None) -> None:
         super().__init__()
-        self.parts = nn.ModuleList(TruncatedCait(name, size, n, pretrained, backbone_dir)
-                                   for name, size, n in MCAIT_PARTS)
-        self.channels = [part.channels for part in self.parts]
+        self.parts = nn.ModuleList(FrozenViT(name, [block], size, pretrained, backbone_dir=backbone_dir)
+                                   for name, size, block in MCAIT_PARTS)
+        self.channels = [part.channels[0] for part in self.parts]
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return [part(images) for part in self.parts]
+        maps = []
+        for part in self.parts:
+            x = images
+            if tuple(x.shape[-2:]) != part.image_size:
+                x = F.interpolate(x, size=part.image_size, mode="bicubic", align_corners=True)
+            maps.append(part(x)[0])
+        return maps
 
 
 def coupling_subnet(kernel_size: int, ratio: float):
