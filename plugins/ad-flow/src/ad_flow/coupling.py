@@ -118,15 +118,17 @@ class AffineCouplingBlock(nn.Module):
         if reverse:
             x = (self._permute(x, reverse=True) - offset) / scale
         x1, x2 = x[:, : self.split], x[:, self.split :]
-        coeffs = 0.1 * self.subnet(x1 if condition is None else torch.cat([x1, condition], 1))
-        log_scale = self.clamp * torch.tanh(coeffs[:, : x2.shape[1]])
-        shift = coeffs[:, x2.shape[1] :]
+        coeffs = self.subnet(x1 if condition is None else torch.cat([x1, condition], 1))
+        half = x2.shape[1]
+        log_scale = self.clamp * torch.tanh(0.1 * coeffs[:, :half])
+        shift = 0.1 * coeffs[:, half:]
         dims = tuple(range(1, x.ndim))
         if reverse:
             x2 = (x2 - shift) * torch.exp(-log_scale)
             return torch.cat([x1, x2], 1), -log_scale.sum(dims) - global_log_det
-        y = torch.cat([x1, x2 * torch.exp(log_scale) + shift], 1)
-        return self._permute(y * scale + offset, reverse=False), log_scale.sum(dims) + global_log_det
+        # Fused multiply-adds: these maps are large, and every temporary costs an allocation and a pass.
+        y = torch.cat([x1, torch.addcmul(shift, x2, torch.exp(log_scale))], 1)
+        return self._permute(torch.addcmul(offset, y, scale), reverse=False), log_scale.sum(dims) + global_log_det
 
 
 class SequentialFlow(nn.Module):
