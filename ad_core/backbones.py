@@ -236,3 +236,23 @@ def create_vit(
     if isinstance(source, Path):
         _load_file(model, source)
     return model
+
+
+def create_model(
+    name: str,
+    pretrained: bool = True,
+    weights_file: str | Path | None = None,
+    backbone_dir: str | Path | None = None,
+    allow_download: bool | None = None,
+    **timm_kwargs: object,
+) -> nn.Module:
+    """A whole timm model (not features-only), its weights found offline as for `create_feature_extractor`.
+
+    For models that cut a CNN where `features_only` cannot, e.g. after a stage that is not a feature level;
+    the file must hold every tensor of the model (a head may be extra).
+    """
+    source = _weights_source(name, pretrained, weights_file, backbone_dir, allow_download)
+    model = timm.create_model(name, pretrained=source == "download", **timm_kwargs)
+    if isinstance(source, Path):
+        _load_file(model, source)
+    return model

@@ -210,8 +210,10 @@ def evaluate_detector(detector: Detector, test_loader: DataLoader, out: Path, he
     scores, labels, paths, pixel, kept = _score(detector, test_loader, device,
                                                 keep=MAX_MAP_PANELS if write_maps else 0)
     test_seconds = time.perf_counter() - start
+    own = getattr(detector.model, "fixed_thresholds", None)  # thresholds the model sets itself (U-Flow's NFA)
     results = evaluate(scores, labels, pixel.compute() if pixel.has_masks else None,
-                       train_scores=train_scores, threshold_method=threshold_method, k_sigma=k_sigma)
+                       train_scores=train_scores, threshold_method=threshold_method, k_sigma=k_sigma,
+                       fixed_thresholds=own() if callable(own) else None)
     header.update({
         "test_images": len(scores),
         "test_seconds": round(test_seconds, 3),

@@ -24,12 +24,15 @@ THRESHOLD_METHODS = ("f1_percentile", "f1_uniform", "roc_youden", "percentile_95
 NAN = float("nan")
 
 
-def check_threshold_method(threshold_method: str, train_scores: Any = None) -> None:
-    """Fail before any work when the method is unknown, or needs training scores that are missing."""
-    if threshold_method not in THRESHOLD_METHODS:
-        raise ValueError(
-            f"unknown threshold_method {threshold_method!r}; valid ones: {', '.join(THRESHOLD_METHODS)}"
-        )
+def check_threshold_method(threshold_method: str, train_scores: Any = None,
+                           fixed_thresholds: dict[str, float] | None = None) -> None:
+    """Fail before any work when the method is unknown, or needs training scores that are missing.
+
+    `fixed_thresholds` are the model's own thresholds (see `evaluate`); their names are valid methods too.
+    """
+    valid = THRESHOLD_METHODS + tuple(fixed_thresholds or ())
+    if threshold_method not in valid:
+        raise ValueError(f"unknown threshold_method {threshold_method!r}; valid ones: {', '.join(valid)}")
     if threshold_method == "mean_ksigma" and train_scores is None:
         raise ValueError(
             "threshold_method 'mean_ksigma' needs train_scores (scores of normal training images)"
@@ -66,14 +69,18 @@ def evaluate(
     train_scores: Any = None,
     threshold_method: str = "f1_percentile",
     k_sigma: float = 3.0,
+    fixed_thresholds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Image metrics, every threshold, the chosen one and its confusion matrix, as JSON-ready numbers.
 
     A test set with one class has no image metrics (NaN) and no label-based thresholds; the chosen
     method then falls back to mean + k sigma (with train scores) or the 95th normal percentile, and
     `threshold.fallback_from` records what was asked for.
+
+    `fixed_thresholds` are thresholds a model sets by itself, with no data (e.g. U-Flow's a-contrario
+    `nfa`, 0 on its -log NFA score): they join the others under their own names, marked `fixed`.
     """
-    check_threshold_method(threshold_method, train_scores)
+    check_threshold_method(threshold_method, train_scores, fixed_thresholds)
     s = as_scores(scores)
     y = as_labels(labels, s.shape[0])
     normal = s[y == 0]
@@ -92,6 +99,8 @@ def evaluate(
         thresholds["percentile_95"] = percentile_threshold(normal, 95)
     if train_scores is not None:
         thresholds["mean_ksigma"] = mean_ksigma_threshold(train_scores, k_sigma)
+    for name, value in (fixed_thresholds or {}).items():
+        thresholds[name] = {"value": float(value), "fixed": True}
 
     chosen = _choose(thresholds, threshold_method)
     return {
@@ -114,9 +123,11 @@ class DefaultScorer:
         threshold_method: str = "f1_percentile",
         k_sigma: float = 3.0,
         fpr_limit: float = 0.3,
+        fixed_thresholds: dict[str, float] | None = None,
     ) -> None:
-        check_threshold_method(threshold_method, train_scores)
+        check_threshold_method(threshold_method, train_scores, fixed_thresholds)
         self.train_scores = train_scores
+        self.fixed_thresholds = fixed_thresholds
         self.threshold_method = threshold_method
         self.k_sigma = float(k_sigma)
         self.fpr_limit = float(fpr_limit)
@@ -147,4 +158,5 @@ class DefaultScorer:
             train_scores=self.train_scores,
             threshold_method=self.threshold_method,
             k_sigma=self.k_sigma,
+            fixed_thresholds=self.fixed_thresholds,
         )

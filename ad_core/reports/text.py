@@ -75,6 +75,9 @@ def _threshold_lines(thresholds: dict[str, dict]) -> list[str]:
     if "mean_ksigma" in thresholds:
         t = thresholds["mean_ksigma"]
         lines.append(f"Mean + {_k(t.get('k', 3.0))} sigma (train): {_num(t['value'])}")
+    for name, t in thresholds.items():
+        if t.get("fixed"):
+            lines.append(f"{name} (set by the model): {_num(t['value'])}")
     return lines or ["none (no normal test images and no training scores)"]
 
 

@@ -7,6 +7,10 @@ from collections.abc import Callable
 from ad_core.hookspecs import hookimpl
 from ad_core.specs import ModelSpec
 
+CSFLOW_PAPER = ("Rudolph et al., Fully Convolutional Cross-Scale-Flows for Image-based Defect Detection, "
+                "WACV 2022")
+UFLOW_PAPER = ("Tailanian, Pardo, Musé, U-Flow: A U-shaped Normalizing Flow for Anomaly Detection with "
+               "Unsupervised Threshold, 2022/2024")
 FASTFLOW_PAPER = ("Yu et al., FastFlow: Unsupervised Anomaly Detection and Localization via 2D Normalizing Flows, "
                   "arXiv 2111.07677, 2021")
 CFLOW_PAPER = ("Gudovskiy et al., CFLOW-AD: Real-Time Unsupervised Anomaly Detection with Localization via "
@@ -47,4 +51,36 @@ def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
                   "lr": 2e-4, "lr_schedule": True, "meta_epochs": 25, "image_size": 256, "batch_size": 32,
                   "num_epochs": 200},
         variants={"cflow-resnet18": {"backbone": "resnet18"}},
+    ))
+    register_csflow_uflow(register)
+
+
+def register_csflow_uflow(register: Callable[[ModelSpec], None]) -> None:
+    register(ModelSpec(
+        name="csflow",
+        paradigm="flow",
+        factory="ad_flow.csflow:CSFlow",
+        trainer="gradient",
+        paper=CSFLOW_PAPER,
+        description="Cross-scale fully convolutional flow over EfficientNet features of the image at 3 sizes.",
+        defaults={"backbone": "tf_efficientnet_b5.aa_in1k", "stage": 5, "n_coupling_blocks": 4,
+                  "hidden_channels": 1024, "clamp": 3.0, "map_mode": "first", "lr": 2e-4, "weight_decay": 1e-5,
+                  "image_size": 768, "batch_size": 16, "num_epochs": 240, "grad_clip": 1.0},
+        variants={"csflow-b0": {"backbone": "efficientnet_b0", "stage": 5, "hidden_channels": 256,
+                                "image_size": 256}},
+    ))
+    register(ModelSpec(
+        name="uflow",
+        paradigm="flow",
+        factory="ad_flow.uflow:UFlow",
+        trainer="gradient",
+        paper=UFLOW_PAPER,
+        description="U-shaped multi-scale flow over MS-CaiT features; a-contrario (NFA) automatic threshold.",
+        defaults={"backbone": "mcait", "flow_steps": 4, "clamp": 2.0, "subnet_ratio": 1.0, "score_map": "nfa",
+                  "nfa_window": 7, "nfa_probability": 0.5, "lr": 1e-4, "weight_decay": 1e-5,
+                  "image_size": 448, "batch_size": 8, "num_epochs": 200},
+        variants={
+            "uflow-resnet18": {"backbone": "resnet18", "image_size": 256},
+            "uflow-wrn50": {"backbone": "wide_resnet50_2", "image_size": 256},
+        },
     ))
