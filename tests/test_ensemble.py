@@ -184,6 +184,19 @@ def test_one_image_does_not_depend_on_the_batch(built, test_images) -> None:
                                    rtol=1e-4, atol=1e-5)
 
 
+def test_reused_member_outputs_equal_fresh_ones(built, test_images) -> None:
+    images, _ = test_images
+    model = built.detector.model
+    fresh = model.member_outputs(images[:3])
+    with model.reusing_member_outputs():
+        first = model.member_outputs(images[:3])
+        assert model.member_outputs(images[:3].clone()) is first  # same pixels: the members do not run again
+        assert model.member_outputs(images[1:4]) is not first
+    assert model.member_outputs(images[:3]) is not first  # nothing is kept after the block
+    for a, b in zip(fresh, first):
+        assert torch.equal(a.score, b.score)
+
+
 def test_save_load_gives_identical_predictions(built, test_images) -> None:
     images, labels = test_images
     loaded = ad_core.load_model(built.output_dir)

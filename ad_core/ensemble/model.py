@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,14 +46,34 @@ class EnsembleModel(nn.Module):
         self.score_stats = nn.ModuleList(score_stats or [])
         self.map_stats = nn.ModuleDict(map_stats or {})
         self.fusion = check_rule(fusion)
+        self._memo: dict[tuple, list[Prediction]] | None = None
 
     @property
     def calibrated(self) -> bool:
         return len(self.score_stats) == len(self.members)
 
+    @contextlib.contextmanager
+    def reusing_member_outputs(self) -> Iterator[None]:
+        """Within the block, images seen before get the members' outputs from memory, so evaluating every
+        fusion rule on one test set runs the members once. The memory holds every map: use it for one test set."""
+        self._memo = {}
+        try:
+            yield
+        finally:
+            self._memo = None
+
     def member_outputs(self, images: torch.Tensor) -> list[Prediction]:
         """Each member's raw prediction, maps resized to the input's size."""
         check_images(images)
+        if self._memo is None:
+            return self._run_members(images)
+        pixels = images.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+        key = (tuple(images.shape), str(images.device), hashlib.blake2b(pixels, digest_size=16).hexdigest())
+        if key not in self._memo:
+            self._memo[key] = self._run_members(images)
+        return self._memo[key]
+
+    def _run_members(self, images: torch.Tensor) -> list[Prediction]:
         size = images.shape[-2:]
         outputs = []
         for member, member_size in zip(self.members, self.member_sizes):
