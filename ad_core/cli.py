@@ -216,10 +216,12 @@ def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: boo
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset root (default: the one the members used).")
 @click.option("--image-size", type=int, help="Ensemble input size (default: the largest member's).")
 @click.option("--threshold-method", default="f1_percentile", show_default=True)
+@click.option("--normal-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Normal images the members never saw, to normalise on (default: their training images).")
 @click.option("--no-maps", is_flag=True, help="Skip the map panels.")
 @click.option("--device", default=None)
 def ensemble_cmd(from_dir: Path | None, members: str | None, top: int, by: str, dataset, category, fusion,
-                 output_dir, root, image_size, threshold_method: str, no_maps: bool, device) -> None:
+                 output_dir, root, image_size, threshold_method: str, normal_dir, no_maps: bool, device) -> None:
     """Fuse the top models of a benchmark (or the listed checkpoints) into one evaluated, saved detector.
 
     Example: adcore ensemble --from outputs --top 3 --dataset mvtec --category bottle
@@ -229,7 +231,7 @@ def ensemble_cmd(from_dir: Path | None, members: str | None, top: int, by: str, 
     if (from_dir is None) == (members is None):
         raise click.UsageError("give either --from BENCHMARK_DIR or --members DIR1,DIR2,...")
     options = {"fusion": fusion, "root": root, "image_size": image_size, "device": device,
-               "threshold_method": threshold_method, "write_maps": not no_maps}
+               "threshold_method": threshold_method, "write_maps": not no_maps, "normal_dir": normal_dir}
     try:
         if from_dir is not None:
             results = build_ensembles(from_dir, top, by, dataset=dataset, category=category, output_dir=output_dir,

@@ -19,6 +19,7 @@ from ad_core.ensemble import (
     EnsembleError,
     NormalStats,
     build_ensemble,
+    build_ensembles,
     combine,
     fuse,
     load_ensemble,
@@ -222,6 +223,26 @@ def test_changed_or_missing_member_is_refused(bench, built, tmp_path) -> None:
     shutil.rmtree(copy / "demo" / CATEGORY / "dfkde")
     with pytest.raises(EnsembleError, match=r"member 2 \(dfkde\) is missing"):
         ad_core.load_model(ensemble)
+
+
+def test_held_out_normal_images_give_unbiased_statistics(bench, built, tmp_path) -> None:
+    """DFKDE's density at its own training images is dominated by their own kernels: its training scores barely
+    spread. On normal images it never saw (another seed of the demo generator) the spread is real."""
+    held_out = write_demo_dataset(tmp_path / "held_out", CATEGORY, image_size=80, n_train=12, n_test_normal=1,
+                                  n_test_anomalous=1, seed=7) / CATEGORY / "train"
+    members = [bench / "demo" / CATEGORY / m for m in ("padim", "dfkde")]
+    result = build_ensemble(members, tmp_path / "out", normal_dir=held_out, write_maps=False)
+    spec = json.loads((tmp_path / "out" / "ensemble.json").read_text())
+    assert spec["normal_images"] == {"source": str(held_out.resolve()), "count": 12}
+    on_training, held = built.detector.model.score_stats[2], result.detector.model.score_stats[1]
+    assert float(held.std) > 5 * float(on_training.std)
+
+    two = tmp_path / "two"  # the members under two categories: one folder of normal images cannot serve both
+    for category in (CATEGORY, "disc"):
+        for model in ("padim", "dfkde"):
+            shutil.copytree(bench / "demo" / CATEGORY / model, two / "demo" / category / model)
+    with pytest.raises(ValueError, match="name the dataset and category"):
+        build_ensembles(two, normal_dir=held_out)
 
 
 def test_members_of_different_categories_are_refused(bench, tmp_path) -> None:

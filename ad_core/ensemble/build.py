@@ -16,7 +16,7 @@ import torch
 from ad_core.checkpoint import load_model
 from ad_core.data import get_dataset
 from ad_core.detector import Detector
-from ad_core.ensemble.calibration import fit_normal_stats, member_outputs_on
+from ad_core.ensemble.calibration import NormalImages, fit_normal_stats, member_outputs_on
 from ad_core.ensemble.cells import RESULTS_NAME, select_top
 from ad_core.ensemble.fusion import FUSION_RULES, check_rule
 from ad_core.ensemble.model import EnsembleModel
@@ -105,11 +105,13 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
                    fusion: str | None = None, dataset: str | None = None, category: str | None = None,
                    root: str | Path | None = None, image_size: int | None = None, device: str | None = None,
                    threshold_method: str = "f1_percentile", k_sigma: float = 3.0, write_maps: bool = True,
-                   batch_size: int = 16, name: str = "ensemble") -> EnsembleResult:
+                   normal_dir: str | Path | None = None, batch_size: int = 16,
+                   name: str = "ensemble") -> EnsembleResult:
     """Fuse trained checkpoint folders into one detector, evaluate it per fusion rule and save it.
 
     The members are normalised on the normal training images of the dataset and category they were trained
-    on (`model.json` records it; `dataset`, `category`, `root` override). Each rule's evaluation goes to
+    on (`model.json` records it; `dataset`, `category`, `root` override), or on the images of `normal_dir`:
+    normal images the members never saw, which avoids the low bias of scores on training images. Each rule's evaluation goes to
     `<output_dir>/fusion-<rule>/`; the ensemble saved in `output_dir` uses the best rule (image AUROC, then
     pixel AUROC) unless `fusion` names one. Default `output_dir`: `outputs/<dataset>/<category>/<name>`.
     """
@@ -132,8 +134,11 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
     out.mkdir(parents=True, exist_ok=True)
 
     model = EnsembleModel(detectors, [m["image_size"] for m in metas]).to(dev).eval()
-    train_set = get_dataset(dataset, category, "train", image_size=size, root=root)
-    normal = member_outputs_on(model, _loader(normal_subset(train_set), batch_size, False, 0), dev)
+    if normal_dir is None:
+        normal_set = normal_subset(get_dataset(dataset, category, "train", image_size=size, root=root))
+    else:
+        normal_set = normal_subset(NormalImages(normal_dir, size))
+    normal = member_outputs_on(model, _loader(normal_set, batch_size, False, 0), dev)
     fit_normal_stats(model, normal)
     detector = Detector(model, normalize=False).to(dev).eval()
     test_loader = _loader(get_dataset(dataset, category, "test", image_size=size, root=root), batch_size, False, 0)
@@ -169,7 +174,8 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
                            for r, v in rules.items()},
         "trained_on": {"dataset": dataset, "category": category,
                        "root": None if root is None else str(Path(root).resolve())},
-        "normal_images": len(normal[0].score),
+        "normal_images": {"source": "training split" if normal_dir is None else str(Path(normal_dir).resolve()),
+                          "count": len(normal[0].score)},
         "thresholds": results["thresholds"],
         "threshold": results["threshold"],
         "score_range": results["score_range"],
@@ -190,6 +196,9 @@ def build_ensembles(benchmark_dir: str | Path, top: int = 3, by: str = "image_au
     import warnings
 
     chosen = select_top(benchmark_dir, top, by, dataset, category)
+    if options.get("normal_dir") is not None and len(chosen) > 1:
+        raise ValueError(f"normal_dir holds the normal images of one category, but {len(chosen)} (dataset, "
+                         "category) pairs were found: name the dataset and category")
     base = Path(output_dir) if output_dir else Path(benchmark_dir)
     results = []
     for (ds, cat), cells in chosen.items():

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
+from ad_core.data import ImageTransform, read_image
 from ad_core.ensemble.model import EnsembleModel
 from ad_core.ensemble.normalization import NormalStats
-from ad_core.types import Batch, Prediction
+from ad_core.types import Batch, Prediction, Sample
+
+
+class NormalImages(Dataset):
+    """A folder of normal images held out from the members' training: unbiased normal statistics."""
+
+    def __init__(self, folder: str | Path, image_size: int | tuple[int, int]) -> None:
+        from ad_core.inference import collect_images
+
+        self.paths = collect_images([Path(folder)])
+        self.transform = ImageTransform(image_size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Sample:
+        path = self.paths[index]
+        return Sample(image=self.transform(read_image(path)), label=0, mask=None, path=str(path), category="normal")
 
 
 def member_outputs_on(model: EnsembleModel, loader: Iterable[Batch], device: torch.device) -> list[Prediction]:
