@@ -73,26 +73,31 @@ def _member_summary(path: Path, detector: Detector) -> dict[str, Any]:
     return summary
 
 
+PLURAL = {"dataset": "datasets", "category": "categories"}
+
+
+def _trained_on(metas: list[dict[str, Any]], key: str) -> set[Any]:
+    return {(m.get("trained_on") or {}).get(key) for m in metas}
+
+
 def _data_source(metas: list[dict[str, Any]], dataset: str | None, category: str | None,
                  root: str | Path | None) -> tuple[str, str, str | Path | None]:
     """Where the members were trained; they must agree, or the caller names the data."""
-    trained = {(m.get("trained_on") or {}).get("dataset") for m in metas}, \
-        {(m.get("trained_on") or {}).get("category") for m in metas}
-    names = [m["model"] for m in metas]
-    if dataset is None:
-        if len(trained[0]) != 1 or None in trained[0]:
-            raise ValueError(f"members {names} were trained on different or unrecorded datasets {trained[0]}: "
-                             "an ensemble fuses models of one dataset and category (pass dataset= to choose)")
-        dataset = next(iter(trained[0]))
-    if category is None:
-        if len(trained[1]) != 1 or None in trained[1]:
-            raise ValueError(f"members {names} were trained on different or unrecorded categories {trained[1]}: "
-                             "an ensemble fuses models of one dataset and category (pass category= to choose)")
-        category = next(iter(trained[1]))
+    chosen = {"dataset": dataset, "category": category}
+    for key, given in chosen.items():
+        if given is not None:
+            continue
+        found = _trained_on(metas, key)
+        if len(found) != 1 or None in found:
+            raise ValueError(
+                f"members {[m['model'] for m in metas]} were trained on different or unrecorded {PLURAL[key]} {found}: "
+                f"an ensemble fuses models of one dataset and category (pass {key}= to choose)"
+            )
+        chosen[key] = found.pop()
     if root is None:
-        roots = {(m.get("trained_on") or {}).get("root") for m in metas} - {None}
-        root = next(iter(roots)) if len(roots) == 1 else None
-    return dataset, category, root
+        roots = _trained_on(metas, "root") - {None}
+        root = roots.pop() if len(roots) == 1 else None
+    return chosen["dataset"], chosen["category"], root
 
 
 def _largest(sizes: list[Any]) -> Any:
@@ -111,9 +116,9 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
 
     The members are normalised on the normal training images of the dataset and category they were trained
     on (`model.json` records it; `dataset`, `category`, `root` override), or on the images of `normal_dir`:
-    normal images the members never saw, which avoids the low bias of scores on training images. Each rule's evaluation goes to
-    `<output_dir>/fusion-<rule>/`; the ensemble saved in `output_dir` uses the best rule (image AUROC, then
-    pixel AUROC) unless `fusion` names one. Default `output_dir`: `outputs/<dataset>/<category>/<name>`.
+    normal images the members never saw, which avoids the low bias of scores on training images. Each rule's
+    evaluation goes to `<output_dir>/fusion-<rule>/`; the ensemble saved in `output_dir` uses the best rule
+    (image AUROC, then pixel AUROC) unless `fusion` names one. Default `output_dir`: `outputs/<dataset>/<category>/<name>`.
     """
     if fusion is not None:
         check_rule(fusion)
