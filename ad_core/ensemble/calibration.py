@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from ad_core.data import ImageTransform, read_image
 from ad_core.ensemble.model import EnsembleModel
 from ad_core.ensemble.normalization import NormalStats
+from ad_core.inference import collect_images
 from ad_core.types import Batch, Prediction, Sample
 
 
@@ -18,8 +19,6 @@ class NormalImages(Dataset):
     """A folder of normal images held out from the members' training: unbiased normal statistics."""
 
     def __init__(self, folder: str | Path, image_size: int | tuple[int, int]) -> None:
-        from ad_core.inference import collect_images
-
         self.paths = collect_images([Path(folder)])
         self.transform = ImageTransform(image_size)
 
