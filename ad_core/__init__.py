@@ -16,6 +16,8 @@ _EXPORTS = {
     "benchmark": "ad_core.benchmarking",
     "RunResult": "ad_core.runner",
     "load_model": "ad_core.checkpoint",
+    "build_ensemble": "ad_core.ensemble",
+    "build_ensembles": "ad_core.ensemble",
     "build_model": "ad_core.building",
     "settings": "ad_core.settings",
     "set_globals": "ad_core.settings",

@@ -26,7 +26,8 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, damaged, or belongs to another model."""
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks: identifies the exact weights a run or an ensemble used."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -54,7 +55,7 @@ def save_checkpoint(detector: Detector, directory: str | Path, meta: dict[str, A
     info = {
         "format_version": FORMAT_VERSION,
         **meta,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": file_sha256(weights),
         "versions": {
             "ad-core": __version__,
             "plugin": {meta.get("plugin", ""): _dist_version(meta.get("plugin", "")) if meta.get("plugin") else None},
@@ -84,9 +85,17 @@ def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
 
 
 def load_model(path: str | Path, expected_model: str | None = None, device: str | torch.device = "cpu") -> Detector:
-    """Rebuild the exact trained detector from a checkpoint folder (predictions identical)."""
-    from ad_core.building import build_model
+    """Rebuild the exact trained detector from a checkpoint folder (predictions identical).
 
+    An ensemble folder (written by `ad_core.build_ensemble`) loads as one detector too.
+    """
+    from ad_core.building import build_model
+    from ad_core.ensemble.storage import is_ensemble, load_ensemble
+
+    if is_ensemble(path):
+        if expected_model not in (None, "ensemble"):
+            raise CheckpointError(f"{path} holds an ensemble, not {expected_model!r}")
+        return load_ensemble(path, device=device)
     directory, meta = read_meta(path)
     if expected_model is not None and expected_model not in (meta["model"], meta.get("base_model")):
         raise CheckpointError(

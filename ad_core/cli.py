@@ -212,6 +212,52 @@ def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: boo
     click.echo(f"{n_bad} of {len(rows)} image(s) anomalous at the stored threshold")
 
 
+@main.command("ensemble")
+@click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Benchmark directory: <dir>/<dataset>/<category>/<model>/ folders of trained models.")
+@click.option("--members", help="Comma-separated checkpoint folders to fuse (instead of --from).")
+@click.option("--top", type=int, default=3, show_default=True, help="With --from: how many best models to fuse.")
+@click.option("--by", default="image_auroc", show_default=True,
+              help="With --from: metric to rank by (image_auroc, image_aupr, image_f1_max, pixel_auroc, pixel_aupro).")
+@click.option("--dataset", help="Only this dataset (with --from), or the data to normalise and test on.")
+@click.option("--category", help="Only this category (with --from), or the data to normalise and test on.")
+@click.option("--fusion", type=click.Choice(["mean", "max", "rank_mean"]),
+              help="Fusion rule to save (default: the best one by image AUROC, then pixel AUROC).")
+@click.option("--output-dir", type=click.Path(path_type=Path),
+              help="Default: <from>/<dataset>/<category>/ensemble-top<k>, or outputs/<dataset>/<category>/ensemble.")
+@click.option("--root", type=click.Path(path_type=Path), help="Dataset root (default: the one the members used).")
+@click.option("--image-size", type=int, help="Ensemble input size (default: the largest member's).")
+@click.option("--threshold-method", default="f1_percentile", show_default=True)
+@click.option("--normal-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Normal images the members never saw, to normalise on (default: their training images).")
+@click.option("--no-maps", is_flag=True, help="Skip the map panels.")
+@click.option("--device", default=None)
+def ensemble_cmd(from_dir: Path | None, members: str | None, top: int, by: str, dataset, category, fusion,
+                 output_dir, root, image_size, threshold_method: str, normal_dir, no_maps: bool, device) -> None:
+    """Fuse the top models of a benchmark (or the listed checkpoints) into one evaluated, saved detector.
+
+    Example: adcore ensemble --from outputs --top 3 --dataset mvtec --category bottle
+    """
+    from ad_core.ensemble import build_ensemble, build_ensembles, ensemble_table
+
+    if (from_dir is None) == (members is None):
+        raise click.UsageError("give either --from BENCHMARK_DIR or --members DIR1,DIR2,...")
+    options = {"fusion": fusion, "root": root, "image_size": image_size, "device": device,
+               "threshold_method": threshold_method, "write_maps": not no_maps, "normal_dir": normal_dir}
+    try:
+        if from_dir is not None:
+            results = build_ensembles(from_dir, top, by, dataset=dataset, category=category, output_dir=output_dir,
+                                      **options)
+        else:
+            paths = [Path(p.strip()) for p in members.split(",") if p.strip()]
+            results = [build_ensemble(paths, output_dir, dataset=dataset, category=category, **options)]
+    except USER_ERRORS as exc:
+        _fail(exc)
+    for result in results:
+        click.echo(ensemble_table(result))
+        click.echo(f"ensemble saved to {result.output_dir} (predict with: adcore predict {result.output_dir} IMAGES)\n")
+
+
 @main.command("demo")
 @click.option("--model", "model", default="patchcore", show_default=True, help="Model(s), comma-separated.")
 @click.option("--categories", default="all", show_default=True, help="Demo categories, comma-separated, or all.")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ad_core.backbones import MissingWeightsError
@@ -126,6 +126,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def normal_subset(train_set: Dataset) -> Subset:
+    """Up to `MAX_TRAIN_SCORED` normal training images, evenly spread: what thresholds and ensembles score."""
+    count = min(len(train_set), MAX_TRAIN_SCORED)
+    return Subset(train_set, np.linspace(0, len(train_set) - 1, count).astype(int).tolist())
+
+
 def run_one(dataset: str, category: str, model_name: str, root: str | Path | None = None,
             output_dir: str | Path | None = None, **overrides: Any) -> RunResult:
     """Train one model on one category, evaluate it on the test split, and write every output."""
@@ -161,8 +167,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     report = trainer.fit(model, _preprocessed(train_loader, detector), val)
     detector.to(device).eval()
 
-    scored = Subset(train_set, np.linspace(0, len(train_set) - 1, min(len(train_set), MAX_TRAIN_SCORED)).astype(int))
-    train_scores, _, _, _, _ = _score(detector, _loader(scored, eval_batch, False, seed), device)
+    train_scores, *_ = _score(detector, _loader(normal_subset(train_set), eval_batch, False, seed), device)
     header = {
         "dataset": dataset,
         "category": category,
@@ -193,7 +198,8 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
         "thresholds": results["thresholds"],
         "threshold": results["threshold"],
         "score_range": results["score_range"],
-        "trained_on": {"dataset": dataset, "category": category, "images": len(train_set)},
+        "trained_on": {"dataset": dataset, "category": category, "images": len(train_set),
+                       "root": None if root is None else str(Path(root).resolve())},
     })
     return RunResult(dataset, category, config.name, out, results, run=header, warnings=notes)
 

@@ -1,0 +1,218 @@
+"""`build_ensemble(members)`: normalise trained detectors on normal images, evaluate every fusion rule,
+keep the best one (or the one asked for) and save the ensemble; `build_ensembles(dir)` does it for the top
+models of each (dataset, category) of a benchmark directory."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ad_core.checkpoint import load_model
+from ad_core.data import get_dataset
+from ad_core.detector import Detector
+from ad_core.ensemble.calibration import NormalImages, fit_normal_stats, member_outputs_on
+from ad_core.ensemble.cells import RESULTS_NAME, select_top
+from ad_core.ensemble.fusion import FUSION_RULES, check_rule
+from ad_core.ensemble.model import EnsembleModel
+from ad_core.ensemble.report import write_ensemble_report
+from ad_core.ensemble.storage import is_ensemble, save_ensemble
+from ad_core.runner import _loader, evaluate_detector, normal_subset
+from ad_core.settings import resolve_device, settings
+
+
+@dataclass
+class EnsembleResult:
+    """What building one ensemble produced: per-rule results, the best rule and the one saved."""
+
+    dataset: str
+    category: str
+    output_dir: Path
+    members: list[dict[str, Any]]
+    rules: dict[str, dict[str, Any]]
+    best_fusion: str
+    fusion: str
+    detector: Detector | None = field(default=None, repr=False)  # the saved ensemble, ready to predict
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """The results of the saved rule."""
+        return self.rules[self.fusion]
+
+
+def _metric(results: dict[str, Any], section: str, key: str) -> float:
+    value = (results.get(section) or {}).get(key)
+    return float("nan") if value is None else float(value)
+
+
+def best_rule(rules: dict[str, dict[str, Any]]) -> str:
+    """Highest image AUROC, then highest pixel AUROC; on a tie the earlier rule of `FUSION_RULES`."""
+    def key(rule: str) -> tuple[float, float]:
+        image, pixel = _metric(rules[rule], "image", "auroc"), _metric(rules[rule], "pixel", "auroc")
+        return (-math.inf if math.isnan(image) else image, -math.inf if math.isnan(pixel) else pixel)
+
+    return max(rules, key=key)
+
+
+def _member_summary(path: Path, detector: Detector) -> dict[str, Any]:
+    """The member's name and the figures of its own evaluation (at its own image size), when present."""
+    summary: dict[str, Any] = {"name": detector.meta["model"], "path": str(path),
+                               "image_size": detector.meta["image_size"]}
+    results_path = path / RESULTS_NAME
+    if results_path.is_file():
+        results = json.loads(results_path.read_text())
+        summary.update({"image_auroc": _metric(results, "image", "auroc"),
+                        "pixel_auroc": _metric(results, "pixel", "auroc"),
+                        "pixel_aupro": _metric(results, "pixel", "aupro"),
+                        "f1_max": _metric(results, "image", "f1_max")})
+    return summary
+
+
+PLURAL = {"dataset": "datasets", "category": "categories"}
+
+
+def _trained_on(metas: list[dict[str, Any]], key: str) -> set[Any]:
+    return {(m.get("trained_on") or {}).get(key) for m in metas}
+
+
+def _data_source(metas: list[dict[str, Any]], dataset: str | None, category: str | None,
+                 root: str | Path | None) -> tuple[str, str, str | Path | None]:
+    """Where the members were trained; they must agree, or the caller names the data."""
+    chosen = {"dataset": dataset, "category": category}
+    for key, given in chosen.items():
+        if given is not None:
+            continue
+        found = _trained_on(metas, key)
+        if len(found) != 1 or None in found:
+            raise ValueError(
+                f"members {[m['model'] for m in metas]} were trained on different or unrecorded {PLURAL[key]} {found}: "
+                f"an ensemble fuses models of one dataset and category (pass {key}= to choose)"
+            )
+        chosen[key] = found.pop()
+    if root is None:
+        roots = _trained_on(metas, "root") - {None}
+        root = roots.pop() if len(roots) == 1 else None
+    return chosen["dataset"], chosen["category"], root
+
+
+def _largest(sizes: list[Any]) -> Any:
+    from ad_core.data.transforms import to_size
+
+    return max(sizes, key=lambda s: to_size(s)[0] * to_size(s)[1])
+
+
+def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None = None, *,
+                   fusion: str | None = None, dataset: str | None = None, category: str | None = None,
+                   root: str | Path | None = None, image_size: int | None = None, device: str | None = None,
+                   threshold_method: str = "f1_percentile", k_sigma: float = 3.0, write_maps: bool = True,
+                   normal_dir: str | Path | None = None, batch_size: int = 16,
+                   name: str = "ensemble") -> EnsembleResult:
+    """Fuse trained checkpoint folders into one detector, evaluate it per fusion rule and save it.
+
+    The members are normalised on the normal training images of the dataset and category they were trained
+    on (`model.json` records it; `dataset`, `category`, `root` override), or on the images of `normal_dir`:
+    normal images the members never saw, which avoids the low bias of scores on training images. Each rule's
+    evaluation goes to `<output_dir>/fusion-<rule>/`; the ensemble saved in `output_dir` uses the best rule
+    (image AUROC, then pixel AUROC) unless `fusion` names one. Default `output_dir`: `outputs/<dataset>/<category>/<name>`.
+    """
+    if fusion is not None:
+        check_rule(fusion)
+    paths = [Path(m) for m in members]
+    if len(paths) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {len(paths)}")
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise ValueError(f"the same member is listed twice: {[str(p) for p in paths]}")
+    nested = [str(p) for p in paths if is_ensemble(p)]
+    if nested:
+        raise ValueError(f"{nested} are ensembles: build an ensemble from trained models only")
+    dev = resolve_device(device)
+    detectors = [load_model(p, device=dev) for p in paths]
+    metas = [d.meta for d in detectors]
+    dataset, category, root = _data_source(metas, dataset, category, root)
+    size = image_size or _largest([m["image_size"] for m in metas])
+    out = Path(output_dir) if output_dir else Path(settings.output_dir) / dataset / category / name
+    out.mkdir(parents=True, exist_ok=True)
+
+    model = EnsembleModel(detectors, [m["image_size"] for m in metas]).to(dev).eval()
+    if normal_dir is None:
+        normal_set = normal_subset(get_dataset(dataset, category, "train", image_size=size, root=root))
+    else:
+        normal_set = normal_subset(NormalImages(normal_dir, size))
+    normal = member_outputs_on(model, _loader(normal_set, batch_size, False, 0), dev)
+    fit_normal_stats(model, normal)
+    detector = Detector(model, normalize=False).to(dev).eval()
+    test_loader = _loader(get_dataset(dataset, category, "test", image_size=size, root=root), batch_size, False, 0)
+
+    member_rows = [_member_summary(p, d) for p, d in zip(paths, detectors)]
+    rules: dict[str, dict[str, Any]] = {}
+    with model.reusing_member_outputs():
+        for rule in FUSION_RULES:
+            model.fusion = rule
+            with torch.inference_mode():
+                train_scores = model.fuse_outputs([p.to(dev) for p in normal], rule).score.cpu().numpy()
+            header = {"dataset": dataset, "category": category, "model": f"{name} ({rule})", "fusion": rule,
+                      "members": [m["name"] for m in member_rows], "image_size": size, "device": str(dev),
+                      "normal_images": len(train_scores)}
+            if rules:
+                header["note"] = (f"member outputs reused from the fusion-{FUSION_RULES[0]} pass: "
+                                  "test time here is the fusion's only")
+            (out / f"fusion-{rule}").mkdir(exist_ok=True)
+            rules[rule] = evaluate_detector(detector, test_loader, out / f"fusion-{rule}", header, dev,
+                                            train_scores=train_scores, threshold_method=threshold_method,
+                                            k_sigma=k_sigma, write_maps=write_maps)
+            rules[rule]["run"] = header
+    best = best_rule(rules)
+    chosen = fusion or best
+    model.fusion = chosen
+    results = rules[chosen]
+    detector.post.calibrate(results["threshold"]["value"], results["score_range"]["min"],
+                            results["score_range"]["max"])
+    detector.meta = save_ensemble(detector, out, paths, {
+        "image_size": size,
+        "best_fusion": best,
+        "fusion_results": {r: {"image_auroc": _metric(v, "image", "auroc"), "pixel_auroc": _metric(v, "pixel", "auroc")}
+                           for r, v in rules.items()},
+        "trained_on": {"dataset": dataset, "category": category,
+                       "root": None if root is None else str(Path(root).resolve())},
+        "normal_images": {"source": "training split" if normal_dir is None else str(Path(normal_dir).resolve()),
+                          "count": len(normal[0].score)},
+        "thresholds": results["thresholds"],
+        "threshold": results["threshold"],
+        "score_range": results["score_range"],
+    })
+    result = EnsembleResult(dataset, category, out, member_rows, rules, best, chosen, detector)
+    write_ensemble_report(result)
+    return result
+
+
+def build_ensembles(benchmark_dir: str | Path, top: int = 3, by: str = "image_auroc", *,
+                    dataset: str | None = None, category: str | None = None, output_dir: str | Path | None = None,
+                    **options: Any) -> list[EnsembleResult]:
+    """One ensemble of the `top` best models (by `by`) per (dataset, category) of a benchmark directory.
+
+    Each goes to `<output_dir or benchmark_dir>/<dataset>/<category>/ensemble-top<k>/`; a group with fewer than
+    two usable models is skipped (named in the returned list's absence and in a warning).
+    """
+    import warnings
+
+    chosen = select_top(benchmark_dir, top, by, dataset, category)
+    if options.get("normal_dir") is not None and len(chosen) > 1:
+        raise ValueError(f"normal_dir holds the normal images of one category, but {len(chosen)} (dataset, "
+                         "category) pairs were found: name the dataset and category")
+    base = Path(output_dir) if output_dir else Path(benchmark_dir)
+    results = []
+    for (ds, cat), cells in chosen.items():
+        if len(cells) < 2:
+            message = f"{ds}/{cat}: only {len(cells)} usable model(s), no ensemble built"
+            if dataset is not None and category is not None:
+                raise ValueError(message)
+            warnings.warn(message, stacklevel=2)
+            continue
+        results.append(build_ensemble([c.path for c in cells], base / ds / cat / f"ensemble-top{top}",
+                                      dataset=ds, category=cat, **options))
+    return results

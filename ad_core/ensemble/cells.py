@@ -1,0 +1,117 @@
+"""Finding the trained models of a benchmark directory and picking the best few per (dataset, category).
+
+A benchmark directory holds one cell per (dataset, category, model) at `<dir>/<dataset>/<category>/<model>/`,
+the folder a run writes (`model.safetensors`, `model.json`, `results.json`, ...), optionally with a `cell.json`
+whose `status` says whether the run succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ad_core.checkpoint import META_NAME, WEIGHTS_NAME
+
+CELL_NAME = "cell.json"
+RESULTS_NAME = "results.json"
+ENSEMBLE_NAME = "ensemble.json"
+
+# --by names and where each metric sits in results.json
+METRICS: dict[str, tuple[str, str]] = {
+    "image_auroc": ("image", "auroc"),
+    "image_aupr": ("image", "aupr"),
+    "image_f1_max": ("image", "f1_max"),
+    "pixel_auroc": ("pixel", "auroc"),
+    "pixel_aupro": ("pixel", "aupro"),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One trained model of a benchmark directory, with the results it was evaluated to."""
+
+    dataset: str
+    category: str
+    model: str
+    path: Path
+    results: dict[str, Any]
+
+    def metric(self, name: str) -> float:
+        """The named metric, NaN when the run could not compute it (e.g. no masks, no map)."""
+        section, key = METRICS[check_metric(name)]
+        value = (self.results.get(section) or {}).get(key)
+        return float("nan") if value is None else float(value)
+
+
+def check_metric(name: str) -> str:
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r} to rank by; valid ones: {', '.join(METRICS)}")
+    return name
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def usable_cell(path: Path) -> dict[str, Any] | None:
+    """The cell's results when it holds a trained model that evaluated; None for failed or partial cells."""
+    if (path / ENSEMBLE_NAME).exists():
+        return None  # an ensemble is built from models, never a member of another one
+    if not all((path / name).is_file() for name in (WEIGHTS_NAME, META_NAME, RESULTS_NAME)):
+        return None
+    if (path / CELL_NAME).exists():
+        cell = _read_json(path / CELL_NAME)
+        if cell is None or cell.get("status") != "ok":
+            return None
+    return _read_json(path / RESULTS_NAME)
+
+
+def find_cells(benchmark_dir: str | Path, dataset: str | None = None, category: str | None = None) -> list[Cell]:
+    """Every usable cell under `benchmark_dir`, optionally of one dataset and/or category."""
+    root = Path(benchmark_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"benchmark directory {root} does not exist")
+    cells = []
+    for path in sorted(root.glob("*/*/*")):
+        if not path.is_dir():
+            continue
+        ds, cat, model = path.parts[-3:]
+        if (dataset is not None and ds != dataset) or (category is not None and cat != category):
+            continue
+        results = usable_cell(path)
+        if results is not None:
+            cells.append(Cell(ds, cat, model, path, results))
+    return cells
+
+
+def _rank_key(cell: Cell, by: str) -> tuple[float, float, str]:
+    """Higher metric first, then higher pixel AUROC; a missing metric ranks last."""
+    def neg(value: float) -> float:
+        return math.inf if math.isnan(value) else -value
+
+    return neg(cell.metric(by)), neg(cell.metric("pixel_auroc")), cell.model
+
+
+def select_top(benchmark_dir: str | Path, top: int = 3, by: str = "image_auroc", dataset: str | None = None,
+               category: str | None = None) -> dict[tuple[str, str], list[Cell]]:
+    """The `top` best usable cells per (dataset, category), best first."""
+    check_metric(by)
+    if top < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got top={top}")
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for cell in find_cells(benchmark_dir, dataset, category):
+        groups.setdefault((cell.dataset, cell.category), []).append(cell)
+    if not groups:
+        where = "/".join(x for x in (dataset, category) if x) or "any dataset and category"
+        raise FileNotFoundError(
+            f"no usable trained models for {where} under {benchmark_dir}: expected "
+            f"<dir>/<dataset>/<category>/<model>/ folders with {WEIGHTS_NAME}, {META_NAME} and {RESULTS_NAME}"
+        )
+    return {key: sorted(cells, key=lambda c: _rank_key(c, by))[:top] for key, cells in sorted(groups.items())}

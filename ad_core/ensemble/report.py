@@ -1,0 +1,42 @@
+"""What an ensemble's folder says about it: the saved rule's results, and how every rule and member compare."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ad_core.io import write_text
+from ad_core.reports import format_table, write_results
+
+if TYPE_CHECKING:
+    from ad_core.ensemble.build import EnsembleResult
+
+
+def _figures(results: dict[str, Any]) -> dict[str, Any]:
+    image, pixel = results.get("image") or {}, results.get("pixel") or {}
+    return {"image AUROC": image.get("auroc"), "pixel AUROC": pixel.get("auroc"),
+            "pixel AUPRO": pixel.get("aupro"), "F1-max": image.get("f1_max")}
+
+
+def ensemble_table(result: EnsembleResult) -> str:
+    """Members (their own evaluation) and the ensemble under each fusion rule, with the best and saved rule."""
+    rows = [{"model": m["name"], "image AUROC": m.get("image_auroc"), "pixel AUROC": m.get("pixel_auroc"),
+             "pixel AUPRO": m.get("pixel_aupro"), "F1-max": m.get("f1_max")} for m in result.members]
+    for rule, results in result.rules.items():
+        marks = [w for w, on in (("best", rule == result.best_fusion), ("saved", rule == result.fusion)) if on]
+        label = f"ensemble {rule}" + (f" ({', '.join(marks)})" if marks else "")
+        rows.append({"model": label, **_figures(results)})
+    columns = ["model", "image AUROC", "pixel AUROC", "pixel AUPRO", "F1-max"]
+    return (f"{result.dataset} / {result.category}: {len(result.members)} members, "
+            f"best fusion rule: {result.best_fusion} (by image AUROC, then pixel AUROC); saved: {result.fusion}\n"
+            + format_table(rows, columns))
+
+
+def write_ensemble_report(result: EnsembleResult) -> None:
+    """`results.json`/`results.txt` of the saved rule (the layout of a run's) and `ensemble.txt`."""
+    header = {**result.results.get("run", {}), "model": "ensemble", "fusion": result.fusion,
+              "best_fusion": result.best_fusion,
+              "fusion_rules": {rule: _figures(r) for rule, r in result.rules.items()},
+              "member_results": result.members}
+    results = {k: v for k, v in result.results.items() if k != "run"}
+    write_results(result.output_dir, results, header)
+    write_text(result.output_dir / "ensemble.txt", ensemble_table(result) + "\n")
