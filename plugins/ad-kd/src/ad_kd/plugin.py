@@ -70,7 +70,7 @@ def reverse_distillation_specs() -> list[ModelSpec]:
         paper=RD_PAPER,
         description="Frozen encoder, one-class bottleneck and a mirrored decoder that reconstructs the "
                     "encoder's layer1-3 features; summed cosine-distance maps.",
-        defaults={"backbone": "wide_resnet50_2", "layers": ["layer1", "layer2", "layer3"], "lr": 0.005,
+        defaults={"backbone": "wide_resnet50_2", "lr": 0.005,
                   "betas": [0.5, 0.999], "fusion": "sum", "sigma": 4.0, "image_size": 256, "batch_size": 16,
                   "num_epochs": 200},
         variants={"reverse_distillation-r18": {"backbone": "resnet18"}},
