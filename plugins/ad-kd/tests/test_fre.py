@@ -85,3 +85,8 @@ def test_wrong_image_size_is_a_clear_error(images) -> None:
     model.mark_fitted()
     with pytest.raises(ValueError, match="image_size"):
         model.predict(torch.randn(1, 3, 128, 128))
+
+
+def test_too_small_image_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="too small"):
+        Fre(**{**TINY, "image_size": 16})  # layer3 is 1x1, nothing left after pooling by 2

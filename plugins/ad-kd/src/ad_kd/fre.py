@@ -62,7 +62,8 @@ class Fre(AnomalyModel):
         self.image_size = to_size(image_size)
         with torch.no_grad():  # the backbone's own arithmetic (padding, rounding) gives the feature size
             probe = self.backbone(torch.zeros(1, 3, *self.image_size))[0]
-        channels, h, w = probe.shape[1], probe.shape[2] // self.pooling_kernel_size, probe.shape[3] // self.pooling_kernel_size
+        k = self.pooling_kernel_size
+        channels, h, w = probe.shape[1], probe.shape[2] // k, probe.shape[3] // k
         if h < 1 or w < 1:
             raise ValueError(f"image size {self.image_size} is too small for FRE on {backbone} {layer} with "
                              f"pooling {pooling_kernel_size}: the pooled feature map would be empty")
