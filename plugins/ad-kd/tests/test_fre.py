@@ -7,13 +7,8 @@ import torch
 import torch.nn.functional as F
 from ad_kd.fre import Fre
 
-from ad_core.types import Batch
 
 TINY = {"backbone": "resnet18", "pretrained": False, "image_size": 64}
-
-
-def as_batch(images: torch.Tensor) -> Batch:
-    return Batch(images, torch.zeros(len(images), dtype=torch.long), None, [""] * len(images), [""] * len(images))
 
 
 @pytest.fixture(scope="module")
@@ -63,20 +58,13 @@ def test_tied_autoencoder_with_a_pca_basis_is_pca_reconstruction() -> None:
     torch.testing.assert_close(recon, mean + (data - mean) @ basis.T @ basis, rtol=1e-4, atol=1e-4)
 
 
-def test_training_reduces_the_reconstruction_error_of_normal_features(images) -> None:
+def test_training_reduces_the_reconstruction_error_of_normal_features(images, train_steps) -> None:
     torch.manual_seed(0)
     model = Fre(**TINY, lr=1e-3)
     optimizer = model.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam)
     assert {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in model.autoencoder.parameters()}
-    model.train()
-    losses = []
-    for _ in range(20):
-        loss = model.training_step(as_batch(images))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    losses = train_steps(model, optimizer, images, 20)
     assert losses[-1] < 0.5 * losses[0]
 
 

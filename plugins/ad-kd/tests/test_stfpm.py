@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from ad_kd.distillation import fuse_maps, normalized_distance
 from ad_kd.stfpm import Stfpm, pyramid_loss
 
-from ad_core.types import Batch
 
 SIZE = 64
 
@@ -24,10 +23,6 @@ def images() -> torch.Tensor:
     return torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
 
 
-def as_batch(images: torch.Tensor) -> Batch:
-    return Batch(images, torch.zeros(len(images), dtype=torch.long), None, [""] * len(images), [""] * len(images))
-
-
 def test_loss_matches_the_authors_formulation(model, images) -> None:
     with torch.no_grad():
         teacher, student = model.networks(images)
@@ -39,7 +34,7 @@ def test_loss_matches_the_authors_formulation(model, images) -> None:
     torch.testing.assert_close(got, expected)
 
 
-def test_loss_and_map_vanish_when_the_student_is_the_teacher(images) -> None:
+def test_loss_and_map_vanish_when_the_student_is_the_teacher(images, as_batch) -> None:
     torch.manual_seed(0)
     twin = Stfpm(pretrained=False)
     twin.networks.student.load_state_dict(twin.networks.teacher.model.state_dict())
@@ -66,7 +61,7 @@ def test_map_is_the_product_of_upsampled_layer_maps_and_score_its_max(model, ima
     assert not torch.allclose(summed, expected)
 
 
-def test_training_moves_the_student_only(images) -> None:
+def test_training_moves_the_student_only(images, train_steps) -> None:
     torch.manual_seed(0)
     model = Stfpm(pretrained=False)
     teacher_before = {k: v.clone() for k, v in model.networks.teacher.state_dict().items()}
@@ -77,13 +72,7 @@ def test_training_moves_the_student_only(images) -> None:
     assert optimizer.defaults["weight_decay"] == 1e-4
     model.train()
     assert not model.networks.teacher.training and model.networks.student.training
-    losses = []
-    for _ in range(3):
-        loss = model.training_step(as_batch(images))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    losses = train_steps(model, optimizer, images, 3)
     assert losses[-1] < losses[0]
     for key, value in model.networks.teacher.state_dict().items():
         assert torch.equal(value, teacher_before[key]), key
