@@ -1,0 +1,37 @@
+"""Helpers the model tests share: a batch from bare images, and a few optimiser steps as the trainer takes them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from ad_core.types import Batch
+
+
+def batch_of(images: torch.Tensor) -> Batch:
+    return Batch(images, torch.zeros(len(images), dtype=torch.long), None, [""] * len(images), [""] * len(images))
+
+
+@pytest.fixture
+def as_batch() -> Callable[[torch.Tensor], Batch]:
+    return batch_of
+
+
+@pytest.fixture
+def train_steps() -> Callable[..., list[float]]:
+    """`train_steps(model, optimizer, images, n)`: n steps on the same batch, in train mode; the losses."""
+
+    def run(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, n: int) -> list[float]:
+        model.train()
+        losses = []
+        for _ in range(n):
+            loss = model.training_step(batch_of(images))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        return losses
+
+    return run

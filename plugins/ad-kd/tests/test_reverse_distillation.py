@@ -1,0 +1,105 @@
+"""Reverse Distillation: the decoder mirrors the encoder, the loss and map of the paper and the authors' code."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from ad_kd.reverse_distillation import (
+    DecoderBasicBlock,
+    DecoderBottleneck,
+    ReverseDistillation,
+    reconstruction_loss,
+)
+
+from ad_core.model import gaussian_blur
+
+
+@pytest.fixture(scope="module")
+def r18() -> ReverseDistillation:
+    torch.manual_seed(0)
+    return ReverseDistillation(backbone="resnet18", pretrained=False).eval()
+
+
+@pytest.mark.parametrize("backbone,block,channels,depths", [
+    ("resnet18", DecoderBasicBlock, [64, 128, 256], [2, 2, 2]),
+    ("wide_resnet50_2", DecoderBottleneck, [256, 512, 1024], [3, 4, 6]),
+])
+def test_decoder_mirrors_the_encoder(backbone, block, channels, depths) -> None:
+    torch.manual_seed(0)
+    model = ReverseDistillation(backbone=backbone, pretrained=False).eval()
+    assert [len(stage) for stage in model.decoder.stages] == depths  # the authors' de_resnet stage depths
+    assert all(isinstance(b, block) for stage in model.decoder.stages for b in stage)
+    for stage in model.decoder.stages:  # each stage doubles the grid with transposed 2x2 convolutions
+        first = stage[0]
+        upsampler = first.conv1 if block is DecoderBasicBlock else first.conv2
+        assert isinstance(upsampler, torch.nn.ConvTranspose2d) and upsampler.stride == (2, 2)
+        assert isinstance(first.upsample[0], torch.nn.ConvTranspose2d)
+    with torch.no_grad():
+        encoded, decoded = model(torch.randn(2, 3, 64, 64))
+        embedding = model.bottleneck(encoded)
+    assert [tuple(e.shape[1:]) for e in encoded] == [(c, 16 >> i, 16 >> i) for i, c in enumerate(channels)]
+    assert [d.shape for d in decoded] == [e.shape for e in encoded]
+    assert tuple(embedding.shape[1:]) == (channels[2] * 2, 2, 2)  # layer4's channels at half layer3's grid
+
+
+def test_bottleneck_fuses_the_three_scales(r18) -> None:
+    """Changing any one encoder scale changes the one-class embedding (multi-scale fusion)."""
+    torch.manual_seed(1)
+    features = [torch.randn(1, 64, 16, 16), torch.randn(1, 128, 8, 8), torch.randn(1, 256, 4, 4)]
+    with torch.no_grad():
+        base = r18.bottleneck(features)
+        for i in range(3):
+            changed = [f.clone() for f in features]
+            changed[i] += 1.0
+            assert not torch.allclose(r18.bottleneck(changed), base)
+
+
+def test_loss_is_the_authors_flattened_cosine_loss() -> None:
+    g = torch.Generator().manual_seed(2)
+    encoded = [torch.randn(3, c, s, s, generator=g) for c, s in [(8, 16), (16, 8), (32, 4)]]
+    decoded = [torch.randn_like(e) for e in encoded]
+    expected = sum(torch.mean(1 - F.cosine_similarity(e.view(3, -1), d.view(3, -1))) for e, d in zip(encoded, decoded))
+    torch.testing.assert_close(reconstruction_loss(encoded, decoded), expected)
+    scaled = [2.5 * e for e in encoded]  # cosine: the scale of the reconstruction does not matter
+    assert float(reconstruction_loss(encoded, scaled)) < 1e-6
+
+
+def test_map_is_the_smoothed_sum_of_per_scale_cosine_distances(r18) -> None:
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    r18.mark_fitted()
+    pred = r18.predict(images)
+    with torch.no_grad():
+        encoded, decoded = r18(images)
+    total = torch.zeros(2, 64, 64)
+    for e, d in zip(encoded, decoded):
+        layer = (1 - F.cosine_similarity(e, d, dim=1)).unsqueeze(1)
+        total += F.interpolate(layer, size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+    expected = gaussian_blur(total, 4.0)
+    torch.testing.assert_close(pred.anomaly_map, expected)
+    torch.testing.assert_close(pred.score, expected.flatten(1).max(1).values)
+
+
+def test_only_bottleneck_and_decoder_train(r18) -> None:
+    optimizer = r18.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == 0.005
+    assert optimizer.defaults["betas"] == (0.5, 0.999)
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert trained == {id(p) for p in [*r18.bottleneck.parameters(), *r18.decoder.parameters()]}
+    assert not any(p.requires_grad for p in r18.encoder.parameters())
+    r18.train()
+    try:
+        assert not r18.encoder.training and r18.decoder.training and r18.bottleneck.training
+    finally:
+        r18.eval()
+
+
+def test_image_sides_must_be_multiples_of_32(r18) -> None:
+    with pytest.raises(ValueError, match="multiples of 32"):
+        with torch.no_grad():
+            r18(torch.randn(1, 3, 80, 80))
+
+
+def test_unsupported_backbone_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="ResNet"):
+        ReverseDistillation(backbone="efficientnet_b0", pretrained=False)
