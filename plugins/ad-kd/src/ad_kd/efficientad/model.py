@@ -145,6 +145,7 @@ class EfficientAD(AnomalyModel):
 
     def losses(self, images: torch.Tensor, augmented: torch.Tensor, penalty: torch.Tensor) -> dict[str, torch.Tensor]:
         """The paper's three losses for [0,1] images, their colour-jittered copies and penalty images."""
+        self.ae.check_input(*images.shape[-2:])
         c = self.channels
         target = self.teacher_features(images)
         student = self.student(normalize_images(images))[:, :c]
@@ -162,7 +163,7 @@ class EfficientAD(AnomalyModel):
     # -- scoring -------------------------------------------------------------------------------
     def raw_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Local (teacher-student) and global (autoencoder-student) maps [B,H,W] at the input size, unnormalised."""
-        check_image_size(*images.shape[-2:])
+        self.ae.check_input(*images.shape[-2:])
         c = self.channels
         x = normalize_images(images)
         target = (self.teacher(x) - self.teacher_mean) / self.teacher_std

@@ -113,6 +113,13 @@ class AutoEncoder(nn.Module):
         self.head = nn.Conv2d(64, out_channels, kernel_size=3, padding=1)
         self.dropout = nn.Dropout(dropout)
         self.padding = padding
+        self.min_size = (bottleneck[0] << AE_DOWNSAMPLINGS, bottleneck[1] << AE_DOWNSAMPLINGS)
+
+    def check_input(self, height: int, width: int) -> None:
+        check_image_size(height, width)
+        if height < self.min_size[0] or width < self.min_size[1]:
+            raise ValueError(f"this EfficientAD's autoencoder was built for images of at least "
+                             f"{self.min_size[0]}x{self.min_size[1]} pixels (its image_size), got {height}x{width}")
 
     def upsample_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Sizes the code is upsampled to before each decoder convolution (3, 8, 15, 32, 63, 127 at 256 px),
