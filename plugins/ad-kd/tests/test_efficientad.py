@@ -130,3 +130,5 @@ def test_distill_command_writes_a_teacher_the_model_loads(tmp_path) -> None:
         assert torch.equal(own[key], tensor), key
     with pytest.raises(WeightsMismatchError, match="small or medium"):
         build_model("efficientad-medium", image_size=SIZE, teacher_weights=str(out))
+    out.unlink()  # how a checkpoint is rebuilt (pretrained=False): the teacher file is not needed any more
+    build_model("efficientad", image_size=SIZE, teacher_weights=str(out), pretrained=False)

@@ -105,7 +105,8 @@ class EfficientAD(AnomalyModel):
         self.teacher = build_pdn(size, out_channels, padding)
         self.student = build_pdn(size, 2 * out_channels, padding)
         self.ae = AutoEncoder((height, width), out_channels, padding, ae_dropout)
-        if teacher_weights is not None:
+        # pretrained=False skips the file, as for every backbone (tests; a checkpoint holds the teacher itself).
+        if pretrained and teacher_weights is not None:
             load_teacher(self.teacher, teacher_weights)
         elif pretrained:
             raise MissingWeightsError(
@@ -144,19 +145,21 @@ class EfficientAD(AnomalyModel):
         self.teacher_std.copy_(std.clamp_min(1e-12).view_as(self.teacher_std))
 
     def losses(self, images: torch.Tensor, augmented: torch.Tensor, penalty: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The paper's three losses for [0,1] images, their colour-jittered copies and penalty images."""
+        """The paper's three losses for [0,1] images, their colour-jittered copies and penalty images.
+
+        The student sees the three batches in one pass and the teacher the two it needs in another: the PDNs have
+        no batch statistics, so this is exactly the separate passes, only faster.
+        """
         self.ae.check_input(*images.shape[-2:])
-        c = self.channels
-        target = self.teacher_features(images)
-        student = self.student(normalize_images(images))[:, :c]
-        loss_hard = hard_feature_loss((target - student) ** 2, self.hard_quantile)
-        loss_penalty = (self.student(normalize_images(penalty))[:, :c] ** 2).mean()
-        augmented = normalize_images(augmented)
-        ae = self.ae(augmented)
-        target_aug = (self.teacher(augmented).detach() - self.teacher_mean) / self.teacher_std
-        student_ae = self.student(augmented)[:, c:]
+        c, b = self.channels, images.shape[0]
+        student = self.student(normalize_images(torch.cat([images, penalty, augmented])))
+        target = self.teacher_features(torch.cat([images, augmented]))
+        target_image, target_aug = target[:b], target[b:]
+        loss_hard = hard_feature_loss((target_image - student[:b, :c]) ** 2, self.hard_quantile)
+        loss_penalty = (student[b : 2 * b, :c] ** 2).mean()
+        ae = self.ae(normalize_images(augmented))
         loss_ae = ((target_aug - ae) ** 2).mean()
-        loss_stae = ((ae - student_ae) ** 2).mean()
+        loss_stae = ((ae - student[2 * b :, c:]) ** 2).mean()
         total = loss_hard + loss_penalty + loss_ae + loss_stae
         return {"loss": total, "hard": loss_hard, "penalty": loss_penalty, "ae": loss_ae, "stae": loss_stae}
 
