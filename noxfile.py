@@ -26,7 +26,7 @@ def _env(session: nox.Session, *extra: str) -> None:
     if not (BIN / "python").exists():
         session.run(sys.executable, "-m", "venv", str(VENV), external=True)
         session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip", external=True)
-    editable = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}")]
+    editable = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}[test]")]  # with its test extras
     session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "-e", ".[test]", *editable, *extra,
                 external=True)
 

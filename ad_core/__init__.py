@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "train": "ad_core.runner",
     "train_models": "ad_core.runner",
+    "benchmark": "ad_core.benchmarking",
     "RunResult": "ad_core.runner",
     "load_model": "ad_core.checkpoint",
     "build_model": "ad_core.building",

@@ -157,6 +157,33 @@ def _load_file(model: nn.Module, path: Path) -> None:
     model.load_state_dict(mapped, strict=True)
 
 
+def _weights_source(
+    name: str,
+    pretrained: bool,
+    weights_file: str | Path | None,
+    backbone_dir: str | Path | None,
+    allow_download: bool | None,
+) -> Path | str | None:
+    """Where the weights come from: a local file, "download" (timm's hub), or None (random weights).
+
+    Raises `MissingWeightsError` when pretrained weights are wanted but none can be had offline.
+    """
+    if not pretrained:
+        return None
+    path = find_weights(name, weights_file, backbone_dir)
+    if path is not None:
+        return path
+    if settings.allow_download if allow_download is None else allow_download:
+        return "download"
+    directory = Path(backbone_dir if backbone_dir is not None else settings.backbone_dir).expanduser()
+    expected = weight_candidates(name, directory)[0]
+    raise MissingWeightsError(
+        f"no pretrained weights for backbone {name!r}: put them at {expected} "
+        f"(or .pth/.bin), pass weights_file=..., set backbone_dir, allow downloads with "
+        f"ADCORE_ALLOW_DOWNLOAD=1, or use pretrained=False (random weights, much lower accuracy)."
+    )
+
+
 def create_feature_extractor(
     name: str,
     layers: Sequence[str | int],
@@ -168,23 +195,44 @@ def create_feature_extractor(
     """A timm `features_only` model returning the requested layers, its weights found offline."""
     indices = layer_indices(name, layers)
     kwargs = {"features_only": True, "out_indices": indices}
-    path = find_weights(name, weights_file, backbone_dir) if pretrained else None
-    if not pretrained or path is not None:
-        model = _lean_build(name, indices)
-        if model is None:
-            model = timm.create_model(name, pretrained=False, **kwargs)
-        elif path is None:
-            _init_random(model)
-        if path is not None:
-            _load_file(model, path)
-        return model
-    downloads = settings.allow_download if allow_download is None else allow_download
-    if downloads:
+    source = _weights_source(name, pretrained, weights_file, backbone_dir, allow_download)
+    if source == "download":
         return timm.create_model(name, pretrained=True, **kwargs)
-    directory = Path(backbone_dir if backbone_dir is not None else settings.backbone_dir).expanduser()
-    expected = weight_candidates(name, directory)[0]
-    raise MissingWeightsError(
-        f"no pretrained weights for backbone {name!r}: put them at {expected} "
-        f"(or .pth/.bin), pass weights_file=..., set backbone_dir, allow downloads with "
-        f"ADCORE_ALLOW_DOWNLOAD=1, or use pretrained=False (random weights, much lower accuracy)."
-    )
+    model = _lean_build(name, indices)
+    if model is None:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    elif source is None:
+        _init_random(model)
+    if source is not None:
+        _load_file(model, source)
+    return model
+
+
+def create_vit(
+    name: str,
+    last_block: int,
+    pretrained: bool = True,
+    weights_file: str | Path | None = None,
+    backbone_dir: str | Path | None = None,
+    allow_download: bool | None = None,
+    img_size: int | None = None,
+) -> nn.Module:
+    """A timm vision transformer (ViT, DeiT, CaiT ...) cut after block `last_block`, its weights found offline.
+
+    Transformers have no `features_only` form: read their token maps with
+    `model.forward_intermediates(x, indices=[...], norm=True, intermediates_only=True)` (NCHW, prefix
+    tokens dropped). Blocks after `last_block` and the head are removed, so they cost neither memory nor
+    time. `img_size` builds the position embedding for another input size (random weights only: a weights
+    file must match it).
+    """
+    kwargs = {} if img_size is None else {"img_size": img_size}
+    source = _weights_source(name, pretrained, weights_file, backbone_dir, allow_download)
+    model = timm.create_model(name, pretrained=source == "download", **kwargs)
+    if not hasattr(model, "forward_intermediates") or not hasattr(model, "blocks"):
+        raise ValueError(f"{name!r} is not a timm transformer with blocks and forward_intermediates")
+    if not 0 <= last_block < len(model.blocks):
+        raise ValueError(f"{name!r} has blocks 0..{len(model.blocks) - 1}, got last_block={last_block}")
+    model.prune_intermediate_layers([last_block], prune_norm=False, prune_head=True)
+    if isinstance(source, Path):
+        _load_file(model, source)
+    return model

@@ -103,20 +103,32 @@ def list_datasets_cmd(as_json: bool) -> None:
                        for r in rows], ["dataset", "description", "categories"]))
 
 
-def _run_options(f):
-    for option in reversed([
-        click.option("--root", type=click.Path(path_type=Path), help="Dataset root (default: dataset_dir/<dataset>)."),
-        click.option("--output-dir", type=click.Path(path_type=Path), help="Where outputs go (default: outputs/)."),
-        click.option("--backbone-dir", type=click.Path(path_type=Path), help="Folder of offline backbone weights."),
-        click.option("--epochs", "num_epochs", type=int, help="Training epochs (gradient models)."),
-        click.option("--image-size", type=int, help="Square input size in pixels."),
-        click.option("--batch-size", type=int),
-        click.option("--device", default=None, help="auto, cpu, cuda, cuda:1 ..."),
-        click.option("--seed", type=int),
-        click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any model option, e.g. backbone=resnet18."),
-    ]):
-        f = option(f)
-    return f
+def _options(*options):
+    """Apply click options in the order listed (so `--help` lists them in that order)."""
+
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+_ROOT = click.option("--root", type=click.Path(path_type=Path), help="Dataset root (default: dataset_dir/<dataset>).")
+_MODEL_OPTIONS = [
+    click.option("--backbone-dir", type=click.Path(path_type=Path), help="Folder of offline backbone weights."),
+    click.option("--epochs", "num_epochs", type=int, help="Training epochs (gradient models)."),
+    click.option("--image-size", type=int, help="Square input size in pixels."),
+    click.option("--batch-size", type=int),
+    click.option("--device", default=None, help="auto, cpu, cuda, cuda:1 ..."),
+    click.option("--seed", type=int),
+]
+_run_options = _options(
+    _ROOT,
+    click.option("--output-dir", type=click.Path(path_type=Path), help="Where outputs go (default: outputs/)."),
+    *_MODEL_OPTIONS,
+    click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any model option, e.g. backbone=resnet18."),
+)
 
 
 def _overrides(backbone_dir, extra, **options) -> dict[str, Any]:
@@ -227,6 +239,90 @@ def demo_cmd(model: str, categories: str, image_size: int, output_dir: Path, bac
                     "is far below what the model reaches. Put <timm name>.safetensors files in --backbone-dir.",
                     fg="yellow", err=True)
     click.echo(f"outputs written under {output_dir / 'demo'}")
+
+
+def _split_model_options(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """`--set key=value` applies to every model, `--set model.key=value` to that model only."""
+    shared: dict[str, Any] = {}
+    per_model: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        model, dot, option = key.partition(".")
+        if dot:
+            per_model.setdefault(model.strip().lower(), {})[option.strip()] = value
+        else:
+            shared[key] = value
+    return shared, per_model
+
+
+@main.group("benchmark", invoke_without_command=True)
+@_options(
+    click.option("--models", help="Models or variants, comma-separated, e.g. padim,patchcore-r18."),
+    click.option("--dataset", help="Dataset(s), comma-separated, e.g. mvtec."),
+    click.option("--categories", default="all", show_default=True, help="Categories, comma-separated, or all."),
+    click.option("-o", "--output", type=click.Path(path_type=Path), help="The benchmark directory (cells + report)."),
+    _ROOT,
+    *_MODEL_OPTIONS,
+    click.option("--set", "extra", multiple=True, metavar="[MODEL.]KEY=VALUE",
+                 help="A model option for every model (backbone=resnet18) or one (patchcore.coreset_ratio=0.01)."),
+    click.option("--jobs", type=int, default=1, show_default=True, help="Cells run at once."),
+    click.option("--shard", metavar="I/N", help="Run only shard I of N of the grid (every N-th cell)."),
+    click.option("--cell-timeout", type=float, metavar="SECONDS", help="Kill and record a cell that runs longer."),
+    click.option("--threads", type=int, help="Torch threads per cell (default: CPUs / jobs when jobs > 1)."),
+    click.option("--examples", type=int, default=4, show_default=True,
+                 help="Test images per category whose maps the report shows side by side."),
+)
+@click.pass_context
+def benchmark_cmd(ctx: click.Context, models, dataset, categories, output, root, backbone_dir, extra, jobs, shard,
+                  cell_timeout, threads, examples, **options) -> None:
+    """Compare models: every model on every category, each cell in its own process, then a leaderboard report.
+
+    Cells land in OUTPUT/<dataset>/<category>/<model>/; finished cells are skipped on a re-run, so a killed
+    grid resumes. `adcore benchmark report DIR` rebuilds the report from whatever cells DIR holds (e.g.
+    shards run on several machines, copied together).
+
+    Example: adcore benchmark --models padim,patchcore --dataset mvtec --categories bottle,wood -o bench
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not models or not dataset or output is None:
+        raise click.UsageError("--models, --dataset and --output are required (or: adcore benchmark report DIR)")
+    from ad_core.benchmarking import benchmark
+
+    shared, per_model = _split_model_options(_overrides(backbone_dir, extra, **options))
+    try:
+        run = benchmark(models, dataset, categories, output=output, root=root, jobs=jobs, shard=shard,
+                        cell_timeout=cell_timeout, threads=threads, examples=examples, model_overrides=per_model,
+                        **shared)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    _echo_leaderboard(output)
+    if run.failed:
+        click.secho(f"{len(run.failed)} of {len(run.records)} cells did not finish (see the report)", fg="red",
+                    err=True)
+
+
+def _echo_leaderboard(directory: Path) -> None:
+    """The top of leaderboard.md (the per-model tables) and where the report is."""
+    path = directory / "leaderboard.md"
+    if not path.is_file():  # e.g. an empty shard of an empty directory
+        click.echo(f"no cells in {directory} yet")
+        return
+    text = path.read_text()
+    click.echo(text.split("### ", 1)[0].rstrip() if "### " in text else text.rstrip())
+    click.echo(f"\nreport: {directory / 'report.html'}")
+
+
+@benchmark_cmd.command("report")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def benchmark_report_cmd(directory: Path) -> None:
+    """Merge the cells DIRECTORY holds into leaderboard.{csv,json,md} and report.html."""
+    from ad_core.benchmarking import write_report
+
+    try:
+        write_report(directory)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    _echo_leaderboard(directory)
 
 
 def _plugin_commands() -> None:

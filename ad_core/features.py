@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ad_core.backbones import create_feature_extractor
+from ad_core.backbones import create_feature_extractor, create_vit
 
 
 class FrozenBackbone(nn.Module):
@@ -47,6 +47,50 @@ class FrozenBackbone(nn.Module):
         # the weights stay in the default layout so the state dict remains contiguous for safetensors.
         features = self.model(images.contiguous(memory_format=torch.channels_last))
         return [f.contiguous() for f in features]
+
+
+class FrozenViT(nn.Module):
+    """A frozen timm vision transformer returning the token maps [B, C, H/p, W/p] after chosen blocks.
+
+    Each map is the block's output through the transformer's final norm, prefix (class, distillation)
+    tokens dropped; blocks after the last one asked for are not even kept. Same attributes as
+    `FrozenBackbone` (`channels`, `strides`), so models can take either.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        blocks: Sequence[int],
+        image_size: int,
+        pretrained: bool = True,
+        weights_file: str | None = None,
+        backbone_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.blocks = [int(b) for b in blocks]
+        self.model = create_vit(name, max(self.blocks), pretrained=pretrained, weights_file=weights_file,
+                                backbone_dir=backbone_dir, img_size=image_size)
+        self.model.requires_grad_(False)
+        self.model.eval()
+        patch = self.model.patch_embed.patch_size
+        self.image_size = (int(image_size), int(image_size))
+        self.channels: list[int] = [int(self.model.embed_dim)] * len(self.blocks)
+        self.strides: list[int] = [int(patch[0])] * len(self.blocks)
+        if image_size % self.strides[0]:
+            raise ValueError(f"{name} needs an image size that is a multiple of its patch size {self.strides[0]}, "
+                             f"got {image_size}")
+
+    def train(self, mode: bool = True) -> FrozenViT:
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        if tuple(images.shape[-2:]) != self.image_size:
+            raise ValueError(f"{self.name} was built for {self.image_size[0]}x{self.image_size[1]} images (its "
+                             f"position embedding is sized for them), got {tuple(images.shape[-2:])}")
+        maps = self.model.forward_intermediates(images, indices=self.blocks, norm=True, intermediates_only=True)
+        return [m.contiguous() for m in maps]
 
 
 # Pixels sent through the backbone at once: bounds activation memory whatever the batch size

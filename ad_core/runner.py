@@ -20,6 +20,7 @@ from ad_core.building import ModelConfig, build_model
 from ad_core.checkpoint import save_checkpoint
 from ad_core.data import get_dataset, list_categories
 from ad_core.detector import Detector
+from ad_core.io import write_json
 from ad_core.metrics import PixelMetrics, evaluate
 from ad_core.reports import format_table, plot_histogram, plot_roc, save_map_panels, write_results
 from ad_core.settings import resolve_device, settings
@@ -27,6 +28,7 @@ from ad_core.training import seed_everything, trainer_class
 from ad_core.types import Batch, collate
 
 MAX_MAP_PANELS = 12
+SCORES_NAME = "scores.json"  # per test image: path, label, raw score (for histograms and ensembles)
 MAX_TRAIN_SCORED = 100  # normal training images scored for the mean + k·sigma threshold
 
 
@@ -95,13 +97,14 @@ def _build(model_name: str, overrides: dict[str, Any], notes: list[str]) -> tupl
 
 
 def _score(detector: Detector, loader: Iterable[Batch], device: torch.device, keep: int = 0):
-    """Scores, labels, streamed pixel metrics, and up to `keep` examples for map panels."""
-    scores, labels, kept = [], [], []
+    """Scores, labels, image paths, streamed pixel metrics, and up to `keep` examples for map panels."""
+    scores, labels, paths, kept = [], [], [], []
     pixel = PixelMetrics()
     for batch in tqdm(loader, desc="scoring", unit="batch", disable=not settings.progress, leave=False):
         pred = detector.predict(batch.image.to(device))
         scores.append(pred.score.cpu())
         labels.append(batch.label)
+        paths.extend(batch.path)
         if pred.anomaly_map is not None and batch.mask is not None:
             pixel.update(pred.anomaly_map.cpu(), batch.mask)
         if keep and pred.anomaly_map is not None:
@@ -109,7 +112,7 @@ def _score(detector: Detector, loader: Iterable[Batch], device: torch.device, ke
                 kept.append((batch.image[i], pred.anomaly_map[i].cpu(), None if batch.mask is None else batch.mask[i],
                              batch.path[i], int(batch.label[i])))
             kept = _balanced(kept, keep)
-    return torch.cat(scores).numpy(), torch.cat(labels).numpy(), pixel, kept
+    return torch.cat(scores).numpy(), torch.cat(labels).numpy(), paths, pixel, kept
 
 
 def _balanced(kept: list, keep: int) -> list:
@@ -159,7 +162,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     detector.to(device).eval()
 
     scored = Subset(train_set, np.linspace(0, len(train_set) - 1, min(len(train_set), MAX_TRAIN_SCORED)).astype(int))
-    train_scores, _, _, _ = _score(detector, _loader(scored, eval_batch, False, seed), device)
+    train_scores, _, _, _, _ = _score(detector, _loader(scored, eval_batch, False, seed), device)
     header = {
         "dataset": dataset,
         "category": category,
@@ -201,12 +204,13 @@ def evaluate_detector(detector: Detector, test_loader: DataLoader, out: Path, he
                       device: torch.device, train_scores: np.ndarray | None = None,
                       threshold_method: str = "f1_percentile", k_sigma: float = 3.0,
                       write_maps: bool = True) -> dict[str, Any]:
-    """Score the test split, compute metrics and thresholds, and write results, plots and map panels.
+    """Score the test split, compute metrics and thresholds, and write results, per-image scores, plots and maps.
 
     `header` is completed in place with the test timing and memory figures.
     """
     start = time.perf_counter()
-    scores, labels, pixel, kept = _score(detector, test_loader, device, keep=MAX_MAP_PANELS if write_maps else 0)
+    scores, labels, paths, pixel, kept = _score(detector, test_loader, device,
+                                                keep=MAX_MAP_PANELS if write_maps else 0)
     test_seconds = time.perf_counter() - start
     results = evaluate(scores, labels, pixel.compute() if pixel.has_masks else None,
                        train_scores=train_scores, threshold_method=threshold_method, k_sigma=k_sigma)
@@ -219,6 +223,7 @@ def evaluate_detector(detector: Detector, test_loader: DataLoader, out: Path, he
     threshold = results["threshold"]["value"]
     title = f"{header.get('model', '')} · {header.get('category', '')}"
     write_results(out, results, header)
+    write_json(out / SCORES_NAME, {"paths": paths, "labels": labels, "scores": scores})
     plot_histogram(scores, labels, threshold, out / "histogram.png", title=title)
     plot_roc(scores, labels, out / "roc.png", title=title)
     if kept:

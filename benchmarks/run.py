@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Train and test models on a dataset; print fit seconds, test images/s, peak RSS and AUROCs; write JSON.
 
-Each model runs in its own child process, so its peak RSS is its own. Examples:
+Each model runs in its own child process (the core's benchmark cell runner, `ad_core.benchmarking.run_cell`),
+so its peak RSS is its own and a crash or a timeout is recorded while the others go on. `wall_s` is the
+cell's wall time, process start included. Examples:
 
     python benchmarks/run.py --dataset demo --category weave --models patchcore-r18,padim
     python benchmarks/run.py --dataset mvtec --root ../shared/data --category magnetic_tile \\
         --models patchcore --image-size 256 --pretrained false --json benchmarks/results/magnetic_tile.json
 
-Speed and memory are measured here, never in unit tests.
+For a whole grid with a leaderboard report, use `adcore benchmark`. Speed and memory are measured here,
+never in unit tests.
 """
 
 from __future__ import annotations
@@ -16,44 +19,38 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ad_core.benchmarking import Cell, CellOptions, run_cell
+from ad_core.plugins import get_registry
 
 COLUMNS = ["model", "category", "fit_s", "test_img_s", "peak_rss_mb", "image_auroc", "pixel_auroc", "pixel_aupro",
            "train_images", "test_images"]
 
 
-def child(args: argparse.Namespace) -> dict:
-    """Runs in the child process: one model, one category."""
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from ad_core.runner import run_one
-
-    overrides = json.loads(args.overrides)
-    start = time.perf_counter()
-    result = run_one(args.dataset, args.category, args.child, root=args.root, output_dir=args.output_dir,
-                     **overrides)
-    run = result.run
+def row(record: dict, output_dir: str) -> dict:
+    """A cell record in this script's JSON fields."""
+    base = {"model": record["model"], "category": record["category"]}
+    if record["status"] != "ok":
+        return {"status": "failed", **base, "error": record.get("error") or record["status"]}
+    metrics = record["metrics"]
     return {
-        "model": result.model,
-        "category": args.category,
-        "fit_s": run["fit_seconds"],
-        "test_s": run["test_seconds"],
-        "test_img_s": run["test_images_per_second"],
-        "peak_rss_mb": run["peak_rss_mb"],
-        "image_auroc": result.image_auroc,
-        "pixel_auroc": result.pixel_auroc,
-        "pixel_aupro": (result.results.get("pixel") or {}).get("aupro"),
-        "train_images": run["train_images"],
-        "test_images": run["test_images"],
-        "wall_s": time.perf_counter() - start,
-        "warnings": result.warnings,
-        "output_dir": str(result.output_dir),
+        "status": "ok",
+        **base,
+        "fit_s": record["fit_seconds"],
+        "test_s": record["test_seconds"],
+        "test_img_s": record["test_images_per_second"],
+        "peak_rss_mb": record["peak_rss_mb"],
+        "image_auroc": metrics["image_auroc"],
+        "pixel_auroc": metrics["pixel_auroc"],
+        "pixel_aupro": metrics["pixel_aupro"],
+        "train_images": record["train_images"],
+        "test_images": record["test_images"],
+        "wall_s": record["wall_seconds"],
+        "warnings": record.get("warnings", []),
+        "output_dir": str(Path(output_dir) / record["dataset"] / record["category"] / record["model"]),
     }
 
 
@@ -93,14 +90,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=3600, help="per-model seconds")
     ap.add_argument("--json", dest="json_path", default=None, help="where to write the JSON record")
     ap.add_argument("--output-dir", default=None, help="run outputs (default: a temp folder)")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
-    ap.add_argument("--result-file", help=argparse.SUPPRESS)
     args = ap.parse_args()
-
-    if args.child:
-        Path(args.result_file).write_text(json.dumps(child(args)))
-        return
 
     overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.extra)}
     if args.image_size:
@@ -108,30 +98,17 @@ def main() -> None:
     if args.pretrained is not None:
         overrides["pretrained"] = args.pretrained
     overrides.setdefault("write_maps", False)
-    tmp = Path(tempfile.mkdtemp(prefix="adcore_bench_"))
-    output_dir = args.output_dir or str(tmp / "outputs")
+    output_dir = args.output_dir or str(Path(tempfile.mkdtemp(prefix="adcore_bench_")) / "outputs")
+    options = CellOptions(output=Path(output_dir), root=args.root, overrides=overrides, timeout=args.timeout,
+                          threads=args.threads or None, examples=0)
+    registry = get_registry()
     rows = []
     for category in [c for c in args.category.split(",") if c]:
         for model in [m for m in args.models.split(",") if m]:
-            result_file = tmp / f"{model}-{category}.json"
-            cmd = [sys.executable, __file__, "--child", model, "--dataset", args.dataset, "--category", category,
-                   "--overrides", json.dumps(overrides), "--result-file", str(result_file),
-                   "--output-dir", output_dir, "--threads", str(args.threads)]
-            if args.root:
-                cmd += ["--root", args.root]
             print(f"[{time.strftime('%H:%M:%S')}] {model} on {args.dataset}/{category} ...", flush=True)
-            env = {**os.environ, "ADCORE_PROGRESS": "0", "MPLBACKEND": "Agg"}
-            try:
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-                if result_file.exists():
-                    row = {"status": "ok", **json.loads(result_file.read_text())}
-                else:
-                    row = {"status": "failed", "model": model, "category": category,
-                           "error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
-            except subprocess.TimeoutExpired:
-                row = {"status": "failed", "model": model, "category": category, "error": f"timeout {args.timeout}s"}
-            rows.append(row)
-            print("   ", json.dumps({k: row.get(k) for k in ["status", *COLUMNS[2:8]]}), flush=True)
+            record = run_cell(Cell(args.dataset, category, registry.resolve(model)[1]), options)
+            rows.append(row(record, output_dir))
+            print("   ", json.dumps({k: rows[-1].get(k) for k in ["status", *COLUMNS[2:8]]}), flush=True)
     import torch
 
     record = {

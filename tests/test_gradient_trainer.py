@@ -86,3 +86,35 @@ def test_resume_continues_to_identical_weights(tmp_path) -> None:
 def test_empty_training_set_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="empty"):
         GradientTrainer(device="cpu", num_epochs=1, progress=False).fit(fresh(), DataLoader([]))
+
+
+class TwoStepsPerBatch(torch.nn.Module):
+    """Steps its optimiser twice per batch, as fiber-batch models do."""
+
+    manual_optimization = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(3))
+        self.steps = 0
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def training_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        losses = []
+        for half in batch.image.chunk(2):
+            loss = (half.mean(dim=(0, 2, 3)) - self.weight).pow(2).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            self.steps += 1
+            losses.append(loss.detach())
+        return torch.stack(losses).mean()
+
+
+def test_manual_optimization_lets_the_model_step() -> None:
+    model = TwoStepsPerBatch()
+    report = GradientTrainer(device="cpu", num_epochs=3, progress=False).fit(model, batches())
+    assert model.steps == 2 * 4 * 3 and report.steps == 4 * 3
+    assert report.history[-1]["loss"] < report.history[0]["loss"]

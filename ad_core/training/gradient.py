@@ -3,6 +3,9 @@ a NaN/Inf guard, early stopping on a validation metric, checkpoint + resume, and
 
 A model trains with it by providing `training_step(batch) -> loss` and `configure_optimizers()`,
 which returns an optimiser, `(optimiser, scheduler)`, or `{"optimizer": ..., "scheduler": ..., "interval": "epoch"|"step"}`.
+A model that takes several optimiser steps per batch (e.g. CFlow's fiber batches) sets `manual_optimization = True`:
+it is then called as `training_step(batch, optimizer)`, steps the optimiser itself (and clips if it wants to)
+and returns its loss for the record; everything else (epochs, schedulers, early stopping, resume) is unchanged.
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ class GradientTrainer:
         start = time.perf_counter()
         model.to(self.device)
         optimizer, scheduler, interval = _unpack_optimizers(model.configure_optimizers())
+        manual = bool(getattr(model, "manual_optimization", False))
         epoch, step = self._load_state(model, optimizer, scheduler) if self.resume and self.checkpoint_dir else (0, 0)
         history: list[dict[str, float]] = []
         best: dict[str, Any] = {"metric": -float("inf"), "epoch": -1, "state": None}
@@ -160,13 +164,17 @@ class GradientTrainer:
             model.train()
             losses = []
             for batch in train:
-                loss = _loss_of(model.training_step(batch.to(self.device)))
+                if manual:
+                    loss = _loss_of(model.training_step(batch.to(self.device), optimizer))
+                else:
+                    loss = _loss_of(model.training_step(batch.to(self.device)))
                 check_finite(loss, epoch, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-                optimizer.step()
+                if not manual:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if self.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+                    optimizer.step()
                 if scheduler is not None and interval == "step":
                     scheduler.step()
                 losses.append(loss.item())
