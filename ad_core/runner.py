@@ -183,6 +183,8 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     }
     if notes:
         header["warnings"] = notes
+    if report.notes:
+        header["notes"] = list(report.notes)
     results = evaluate_detector(detector, test_loader, out, header, device, train_scores=train_scores,
                                 threshold_method=threshold_method, k_sigma=k_sigma, write_maps=write_maps)
     detector.post.calibrate(results["threshold"]["value"], results["score_range"]["min"],

@@ -86,3 +86,4 @@ class FitReport:
     steps: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what a reader of the results must know (substitutes ...)

@@ -46,6 +46,15 @@ def _loss_of(output: Any) -> torch.Tensor:
     return loss
 
 
+def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+    """The NaN/Inf guard: stop with advice rather than train on garbage (`epoch`, `step` counted from 0)."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
+            "Lower the learning rate, enable grad_clip, or check the input images."
+        )
+
+
 def validation_auroc(model: torch.nn.Module, val: Iterable[Batch], device: torch.device) -> float:
     """Image AUROC of the model on a labelled validation set (NaN when it has one class)."""
     from ad_core.metrics import auroc
@@ -159,11 +168,7 @@ class GradientTrainer:
                     loss = _loss_of(model.training_step(batch.to(self.device), optimizer))
                 else:
                     loss = _loss_of(model.training_step(batch.to(self.device)))
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
-                        "Lower the learning rate, enable grad_clip, or check the input images."
-                    )
+                check_finite(loss, epoch, step)
                 if not manual:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

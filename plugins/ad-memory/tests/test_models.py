@@ -16,13 +16,12 @@ from ad_memory.dfkde import Dfkde
 from ad_memory.padim import Padim
 from ad_memory.patchcore import (
     PatchCore,
-    PatchEmbedder,
-    adaptive_pool_plan,
     build_search_index,
     greedy_coreset,
     nearest_neighbours,
 )
 
+from ad_core.patch_embedding import PatchEmbedder, adaptive_pool_plan
 from ad_core.specs import RUN_KEYS, resolve_ref
 
 SIZE = 64

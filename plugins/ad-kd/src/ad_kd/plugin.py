@@ -81,3 +81,61 @@ def reverse_distillation_specs() -> list[ModelSpec]:
 def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
     for spec in [*stfpm_specs(), *fre_specs(), *reverse_distillation_specs()]:
         register(spec)
+
+
+# -- EfficientAD -------------------------------------------------------------------------------------------
+EFFICIENTAD_PAPER = ("Batzner, Heckler and König, EfficientAD: Accurate Visual Anomaly Detection at "
+                     "Millisecond-Level Latencies, WACV 2024 (arXiv:2303.14535)")
+
+
+def efficientad_specs() -> list[ModelSpec]:
+    return [ModelSpec(
+        name="efficientad",
+        paradigm=PARADIGM,
+        factory="ad_kd.efficientad.model:EfficientAD",
+        trainer="ad_kd.efficientad.trainer:EfficientADTrainer",
+        paper=EFFICIENTAD_PAPER,
+        description="A student PDN imitates a distilled teacher PDN (hard-feature loss, ImageNet penalty) and an "
+                    "autoencoder; quantile-normalised local and global maps averaged.",
+        defaults={"size": "small", "padding": True, "lr": 1e-4, "weight_decay": 1e-5, "image_size": 256,
+                  "batch_size": 1, "eval_batch_size": 16, "max_steps": 70_000, "normalize": False},
+        variants={"efficientad-small": {}, "efficientad-medium": {"size": "medium"}},
+    )]
+
+
+@hookimpl(specname="adcore_register_models")
+def register_efficientad(register: Callable[[ModelSpec], None]) -> None:
+    for spec in efficientad_specs():
+        register(spec)
+
+
+@hookimpl
+def adcore_register_commands(cli) -> None:
+    import click
+
+    @cli.command("efficientad-distill")
+    @click.option("--images", required=True, type=click.Path(exists=True, file_okay=False),
+                  help="Folder of natural images (ImageNet in the paper), searched recursively.")
+    @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Teacher weights to write.")
+    @click.option("--size", type=click.Choice(["small", "medium"]), default="small", show_default=True)
+    @click.option("--backbone", default="wide_resnet101_2", show_default=True, help="timm name of the backbone.")
+    @click.option("--steps", type=int, default=60_000, show_default=True)
+    @click.option("--batch-size", type=int, default=16, show_default=True)
+    @click.option("--image-size", type=int, default=256, show_default=True, help="The PDN's input size.")
+    @click.option("--backbone-dir", default=None, help="Folder with <timm name>.safetensors backbone weights.")
+    @click.option("--weights-file", default=None, help="The backbone's weights file.")
+    @click.option("--random-backbone", is_flag=True, help="Random backbone weights (for tests only).")
+    @click.option("--device", default=None)
+    @click.option("--seed", type=int, default=0, show_default=True)
+    def efficientad_distill(images, out, size, backbone, steps, batch_size, image_size, backbone_dir, weights_file,
+                            random_backbone, device, seed) -> None:
+        """Distil a backbone's patch features into an EfficientAD teacher PDN, offline (the paper's pretraining).
+
+        The model then loads the file: `adcore train ... --model efficientad --set teacher_weights=FILE`.
+        """
+        from ad_kd.efficientad.distill import distill_teacher
+
+        path = distill_teacher(images, out, size=size, backbone=backbone, steps=steps, batch_size=batch_size,
+                               image_size=image_size, pretrained=not random_backbone, weights_file=weights_file,
+                               backbone_dir=backbone_dir, device=device, seed=seed)
+        click.echo(f"teacher written to {path}")

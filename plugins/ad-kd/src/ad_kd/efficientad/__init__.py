@@ -1,0 +1,1 @@
+"""EfficientAD: networks, model, its own trainer, penalty images and the offline teacher distillation."""
