@@ -77,12 +77,6 @@ def reverse_distillation_specs() -> list[ModelSpec]:
     )]
 
 
-@hookimpl
-def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
-    for spec in [*stfpm_specs(), *fre_specs(), *reverse_distillation_specs()]:
-        register(spec)
-
-
 # -- EfficientAD -------------------------------------------------------------------------------------------
 EFFICIENTAD_PAPER = ("Batzner, Heckler and König, EfficientAD: Accurate Visual Anomaly Detection at "
                      "Millisecond-Level Latencies, WACV 2024 (arXiv:2303.14535)")
@@ -103,9 +97,9 @@ def efficientad_specs() -> list[ModelSpec]:
     )]
 
 
-@hookimpl(specname="adcore_register_models")
-def register_efficientad(register: Callable[[ModelSpec], None]) -> None:
-    for spec in efficientad_specs():
+@hookimpl
+def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
+    for spec in [*stfpm_specs(), *fre_specs(), *reverse_distillation_specs(), *efficientad_specs()]:
         register(spec)
 
 
