@@ -58,7 +58,8 @@ def _as_list(value: str | Iterable[str]) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _loader(dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    """A DataLoader of collated batches with the global worker settings and a seeded shuffle."""
     generator = torch.Generator().manual_seed(seed)
     workers = settings.num_workers
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
@@ -66,7 +67,7 @@ def _loader(dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
                       persistent_workers=settings.persistent_workers and workers > 0)
 
 
-def _preprocessed(loader: Iterable[Batch], detector: Detector) -> Iterator[Batch]:
+def preprocessed(loader: Iterable[Batch], detector: Detector) -> Iterator[Batch]:
     """Batches as the plugin model sees them: normalised by the detector's pre-processor."""
 
     class _Iter:
@@ -160,14 +161,14 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
         checkpoint_dir=out / "train_state",
         resume=bool(run.get("resume", False)),
     )
-    train_loader = _loader(train_set, batch_size, shuffle=config.spec.trainer != "feature_bank", seed=seed)
+    train_loader = make_loader(train_set, batch_size, shuffle=config.spec.trainer != "feature_bank", seed=seed)
     eval_batch = int(run.get("eval_batch_size", batch_size))
-    test_loader = _loader(test_set, eval_batch, shuffle=False, seed=seed)
-    val = _preprocessed(test_loader, detector) if run.get("early_stopping_patience") else None
-    report = trainer.fit(model, _preprocessed(train_loader, detector), val)
+    test_loader = make_loader(test_set, eval_batch, shuffle=False, seed=seed)
+    val = preprocessed(test_loader, detector) if run.get("early_stopping_patience") else None
+    report = trainer.fit(model, preprocessed(train_loader, detector), val)
     detector.to(device).eval()
 
-    train_scores, *_ = _score(detector, _loader(normal_subset(train_set), eval_batch, False, seed), device)
+    train_scores, *_ = _score(detector, make_loader(normal_subset(train_set), eval_batch, False, seed), device)
     header = {
         "dataset": dataset,
         "category": category,
@@ -306,6 +307,6 @@ def test_checkpoint(checkpoint: str | Path, dataset: str, category: str, root: s
     out.mkdir(parents=True, exist_ok=True)
     header = {"dataset": dataset, "category": category, "model": meta["model"], "checkpoint": str(checkpoint),
               "image_size": meta["image_size"], "device": str(dev)}
-    results = evaluate_detector(detector, _loader(test_set, batch_size, False, 0), out, header, dev,
+    results = evaluate_detector(detector, make_loader(test_set, batch_size, False, 0), out, header, dev,
                                 threshold_method=meta.get("threshold", {}).get("method", "f1_percentile"))
     return RunResult(dataset, category, meta["model"], out, results, run=header)

@@ -28,7 +28,7 @@ from ad_core.checkpoint import load_model, save_checkpoint
 from ad_core.data import DemoDataset
 from ad_core.detector import Detector
 from ad_core.metrics import auroc
-from ad_core.runner import _preprocessed
+from ad_core.runner import preprocessed
 from ad_core.training import seed_everything, trainer_class
 from ad_core.types import collate
 
@@ -72,7 +72,7 @@ def fit_tiny(model_name: str, overrides: dict[str, Any], image_size: int, catego
         device="cpu", num_epochs=config.run.get("num_epochs"), max_steps=config.run.get("max_steps"),
         grad_clip=config.run.get("grad_clip"), progress=False,
     )
-    trainer.fit(model, _preprocessed(loader, detector))
+    trainer.fit(model, preprocessed(loader, detector))
     return detector.eval()
 
 

@@ -22,7 +22,7 @@ from ad_core.ensemble.fusion import FUSION_RULES, check_rule
 from ad_core.ensemble.model import EnsembleModel
 from ad_core.ensemble.report import write_ensemble_report
 from ad_core.ensemble.storage import is_ensemble, save_ensemble
-from ad_core.runner import _loader, evaluate_detector, normal_subset
+from ad_core.runner import make_loader, evaluate_detector, normal_subset
 from ad_core.settings import resolve_device, settings
 
 
@@ -143,10 +143,10 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
         normal_set = normal_subset(get_dataset(dataset, category, "train", image_size=size, root=root))
     else:
         normal_set = normal_subset(NormalImages(normal_dir, size))
-    normal = member_outputs_on(model, _loader(normal_set, batch_size, False, 0), dev)
+    normal = member_outputs_on(model, make_loader(normal_set, batch_size, False, 0), dev)
     fit_normal_stats(model, normal)
     detector = Detector(model, normalize=False).to(dev).eval()
-    test_loader = _loader(get_dataset(dataset, category, "test", image_size=size, root=root), batch_size, False, 0)
+    test_loader = make_loader(get_dataset(dataset, category, "test", image_size=size, root=root), batch_size, False, 0)
 
     member_rows = [_member_summary(p, d) for p, d in zip(paths, detectors)]
     rules: dict[str, dict[str, Any]] = {}
