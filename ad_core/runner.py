@@ -22,6 +22,7 @@ from ad_core.data import get_dataset, list_categories
 from ad_core.detector import Detector
 from ad_core.io import write_json
 from ad_core.metrics import PixelMetrics, evaluate
+from ad_core.metrics.evaluate import check_threshold_method
 from ad_core.reports import format_table, plot_histogram, plot_roc, save_map_panels, write_results
 from ad_core.settings import resolve_device, settings
 from ad_core.training import seed_everything, trainer_class
@@ -140,11 +141,14 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     seed = int(overrides.pop("seed", settings.seed))
     device = resolve_device(overrides.pop("device", None))
     write_maps = bool(overrides.pop("write_maps", True))
-    threshold_method = overrides.pop("threshold_method", "f1_percentile")
-    k_sigma = float(overrides.pop("k_sigma", 3.0))
     seed_everything(seed)
     model, config = _build(model_name, dict(overrides), notes)
     run = {**config.run}
+    # A spec may choose its own threshold (U-Flow's NFA); an override wins, f1_percentile otherwise.
+    threshold_method = str(run.get("threshold_method", "f1_percentile"))
+    k_sigma = float(run.get("k_sigma", 3.0))
+    own = getattr(model, "fixed_thresholds", None)
+    check_threshold_method(threshold_method, train_scores=(), fixed_thresholds=own() if callable(own) else None)
     image_size, batch_size = run["image_size"], int(run["batch_size"])
     train_set = get_dataset(dataset, category, "train", image_size=image_size, root=root)
     test_set = get_dataset(dataset, category, "test", image_size=image_size, root=root)

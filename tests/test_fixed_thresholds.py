@@ -28,7 +28,8 @@ class SelfThresholdedPlugin:
     def adcore_register_models(register) -> None:
         register(ModelSpec(name="tiny-own-threshold", paradigm="test", factory="test_fixed_thresholds:SelfThresholdedAE",
                            trainer="gradient", paper="test-only model",
-                           defaults={"width": 8, "num_epochs": 1, "batch_size": 8, "image_size": 32}))
+                           defaults={"width": 8, "num_epochs": 1, "batch_size": 8, "image_size": 32,
+                                     "threshold_method": "own"}))
 
 
 @pytest.fixture
@@ -68,10 +69,28 @@ def test_unknown_method_names_the_fixed_ones_too() -> None:
 
 
 def test_run_writes_the_models_threshold(own_threshold_plugin, outputs) -> None:
-    (run,) = train("demo", "weave", "tiny-own-threshold", verbose=False, threshold_method="own")
+    (run,) = train("demo", "weave", "tiny-own-threshold", verbose=False)  # the spec's default method
     results = json.loads((run.output_dir / "results.json").read_text())
     assert results["thresholds"]["own"] == {"value": 0.25, "fixed": True}
     assert results["threshold"]["method"] == "own" and results["threshold"]["value"] == 0.25
     assert "own (set by the model): 0.250" in (run.output_dir / "results.txt").read_text()
     meta = json.loads((run.output_dir / "model.json").read_text())
     assert meta["threshold"]["value"] == 0.25
+
+
+def test_an_override_wins_over_the_specs_method(own_threshold_plugin, outputs) -> None:
+    (run,) = train("demo", "weave", "tiny-own-threshold", verbose=False, threshold_method="roc_youden")
+    results = json.loads((run.output_dir / "results.json").read_text())
+    assert results["threshold"]["method"] == "roc_youden"
+    assert results["threshold"]["value"] == results["thresholds"]["roc_youden"]["value"]
+
+
+def test_an_unknown_method_fails_before_training(own_threshold_plugin, outputs, monkeypatch) -> None:
+    from ad_core.training import gradient
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("training started despite a bad threshold_method")
+
+    monkeypatch.setattr(gradient.GradientTrainer, "fit", no_fit)
+    with pytest.raises(ValueError, match="unknown threshold_method 'nfaa'.*own"):
+        train("demo", "weave", "tiny-own-threshold", verbose=False, threshold_method="nfaa")
