@@ -22,7 +22,7 @@ from ad_core.data import get_dataset, list_categories
 from ad_core.detector import Detector
 from ad_core.io import write_json
 from ad_core.metrics import PixelMetrics, evaluate
-from ad_core.metrics.evaluate import check_threshold_method
+from ad_core.metrics.evaluate import THRESHOLD_METHODS, check_threshold_method
 from ad_core.reports import format_table, plot_histogram, plot_roc, save_map_panels, write_results
 from ad_core.settings import resolve_device, settings
 from ad_core.training import seed_everything, trainer_class
@@ -148,7 +148,15 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     threshold_method = str(run.get("threshold_method", "f1_percentile"))
     k_sigma = float(run.get("k_sigma", 3.0))
     own = getattr(model, "fixed_thresholds", None)
-    check_threshold_method(threshold_method, train_scores=(), fixed_thresholds=own() if callable(own) else None)
+    own_methods = own() if callable(own) else None
+    if "threshold_method" not in overrides and threshold_method not in THRESHOLD_METHODS + tuple(own_methods or ()):
+        # The spec's choice does not exist in this configuration (U-Flow's NFA without the NFA map).
+        message = (f"{config.name}: its default threshold_method {threshold_method!r} is not available with these "
+                   f"options; using 'f1_percentile'")
+        warnings.warn(message, stacklevel=2)
+        notes.append(message)
+        threshold_method = "f1_percentile"
+    check_threshold_method(threshold_method, train_scores=(), fixed_thresholds=own_methods)
     image_size, batch_size = run["image_size"], int(run["batch_size"])
     train_set = get_dataset(dataset, category, "train", image_size=image_size, root=root)
     test_set = get_dataset(dataset, category, "test", image_size=image_size, root=root)

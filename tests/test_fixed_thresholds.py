@@ -30,6 +30,10 @@ class SelfThresholdedPlugin:
                            trainer="gradient", paper="test-only model",
                            defaults={"width": 8, "num_epochs": 1, "batch_size": 8, "image_size": 32,
                                      "threshold_method": "own"}))
+        register(ModelSpec(name="tiny-without-own-threshold", paradigm="test", factory="tiny_plugin:TinyAE",
+                           trainer="gradient", paper="test-only model",
+                           defaults={"width": 8, "num_epochs": 1, "batch_size": 8, "image_size": 32,
+                                     "threshold_method": "own"}))
 
 
 @pytest.fixture
@@ -94,3 +98,11 @@ def test_an_unknown_method_fails_before_training(own_threshold_plugin, outputs, 
     monkeypatch.setattr(gradient.GradientTrainer, "fit", no_fit)
     with pytest.raises(ValueError, match="unknown threshold_method 'nfaa'.*own"):
         train("demo", "weave", "tiny-own-threshold", verbose=False, threshold_method="nfaa")
+
+
+def test_a_spec_default_that_does_not_apply_falls_back_with_a_warning(own_threshold_plugin, outputs) -> None:
+    with pytest.warns(UserWarning, match="default threshold_method 'own' is not available"):
+        (run,) = train("demo", "weave", "tiny-without-own-threshold", verbose=False)
+    results = json.loads((run.output_dir / "results.json").read_text())
+    assert results["threshold"]["method"] == "f1_percentile"
+    assert any("not available" in w for w in results["run"]["warnings"])

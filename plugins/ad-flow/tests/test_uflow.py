@@ -60,8 +60,9 @@ def run_outputs(tmp_path, monkeypatch):
 
 
 def test_run_reports_the_nfa_threshold(run_outputs) -> None:
+    """The NFA threshold is U-Flow's default decision rule: no labelled defects are needed to set it."""
     (run,) = train("demo", "weave", "uflow-resnet18", verbose=False, pretrained=False, image_size=64,
-                   num_epochs=1, threshold_method="nfa", write_maps=False)
+                   num_epochs=1, write_maps=False)
     results = json.loads((run.output_dir / "results.json").read_text())
     assert results["thresholds"]["nfa"] == {"value": 0.0, "fixed": True}
     assert results["threshold"] == {"method": "nfa", "value": 0.0}

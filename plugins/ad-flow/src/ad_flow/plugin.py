@@ -77,7 +77,7 @@ def register_csflow_uflow(register: Callable[[ModelSpec], None]) -> None:
         paper=UFLOW_PAPER,
         description="U-shaped multi-scale flow over MS-CaiT features; a-contrario (NFA) automatic threshold.",
         defaults={"backbone": "mcait", "flow_steps": 4, "clamp": 2.0, "subnet_ratio": 1.0, "score_map": "nfa",
-                  "nfa_window": 7, "nfa_probability": 0.5, "lr": 1e-4, "weight_decay": 1e-5,
+                  "nfa_window": 7, "nfa_probability": 0.5, "threshold_method": "nfa", "lr": 1e-4, "weight_decay": 1e-5,
                   "image_size": 448, "batch_size": 8, "num_epochs": 200},
         variants={
             "uflow-resnet18": {"backbone": "resnet18", "image_size": 256},
