@@ -1,0 +1,176 @@
+"""Same weights, same outputs? Load anomalib's randomly initialised STFPM, FastFlow and EfficientAD weights into
+ours and compare the training losses and the test-time maps and scores on the same images.
+
+With random backbone weights, side-by-side accuracy depends on the draw of the weights (see the seed sweeps in
+the plugin READMEs); this script takes the draw out of the comparison. It must run in an environment where
+anomalib is installed; it imports ad-core and the plugins from this checkout.
+
+    <anomalib venv>/bin/python benchmarks/equivalence_anomalib.py --json benchmarks/results/equivalence_anomalib.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "plugins/ad-kd/src"), str(REPO / "plugins/ad-flow/src")]
+warnings.filterwarnings("ignore")
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+
+_create = timm.create_model
+timm.create_model = lambda *a, **kw: _create(*a, **{**kw, "pretrained": False})  # offline: random weights
+
+
+def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def stfpm(images: torch.Tensor) -> dict[str, float]:
+    from anomalib.models.image.stfpm.loss import STFPMLoss
+    from anomalib.models.image.stfpm.torch_model import STFPMModel
+
+    from ad_kd.stfpm import Stfpm, pyramid_loss
+
+    theirs = STFPMModel(layers=["layer1", "layer2", "layer3"], backbone="resnet18")
+    ours = Stfpm(pretrained=False)
+    teacher = _strip(theirs.teacher_model.state_dict(), "feature_extractor.")
+    ours.networks.teacher.load_state_dict({"model." + k: v for k, v in teacher.items()})
+    ours.networks.student.load_state_dict(_strip(theirs.student_model.state_dict(), "feature_extractor."))
+    theirs.train()
+    theirs.teacher_model.eval()
+    ours.train()
+    loss_theirs = STFPMLoss()(*theirs(images)).item()
+    loss_ours = pyramid_loss(*ours.networks(images)).item()
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        out = theirs(images)
+        score, amap = ours.compute(images)
+    return _compare(loss_theirs, loss_ours, out.pred_score.flatten(), score, out.anomaly_map[:, 0], amap)
+
+
+def fastflow(images: torch.Tensor) -> dict[str, float]:
+    from anomalib.models.image.fastflow.loss import FastflowLoss
+    from anomalib.models.image.fastflow.torch_model import FastflowModel
+
+    from ad_flow.fastflow import FastFlow
+
+    size = images.shape[-1]
+    theirs = FastflowModel(input_size=(size, size), backbone="resnet18", pre_trained=False, flow_steps=8,
+                           conv3x3_only=False, hidden_ratio=1.0)
+    ours = FastFlow(pretrained=False, image_size=size, conv3x3_only=False)
+    backbone = _strip(theirs.feature_extractor.state_dict(), "")
+    ours.backbone.load_state_dict({"model." + k: v for k, v in backbone.items()})
+    ours.norms.load_state_dict(theirs.norms.state_dict())
+    with torch.no_grad():
+        for flow_ours, flow_theirs in zip(ours.flows, theirs.fast_flow_blocks):
+            for block, node in zip(flow_ours.blocks, flow_theirs.module_list):
+                channels = block.channels
+                block.subnet.load_state_dict(node.subnet.state_dict())
+                block.global_scale.copy_(node.global_scale.view(1, channels))
+                block.global_offset.copy_(node.global_offset.view(1, channels))
+                index = node.w_perm.view(channels, channels).argmax(1)
+                block.perm_index.copy_(index)
+                block.perm_inverse.copy_(torch.argsort(index))
+    theirs.train()
+    ours.train()
+    loss_theirs = FastflowLoss()(*theirs(images)).item()
+    loss_ours = ours.training_step(type("B", (), {"image": images})()).item()
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        out = theirs(images)
+        score, amap = ours.compute(images)
+    return _compare(loss_theirs, loss_ours, out.pred_score.flatten(), score, out.anomaly_map[:, 0], amap)
+
+
+def efficientad(images: torch.Tensor) -> dict[str, float]:
+    """EfficientAD-S without padding (anomalib's default), the same teacher statistics and map quantiles."""
+    from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel
+
+    from ad_kd.efficientad.model import EfficientAD
+
+    size = images.shape[-1]
+    theirs = EfficientAdModel(teacher_out_channels=384, model_size="small", padding=False, pad_maps=True)
+    ours = EfficientAD(size="small", image_size=size, pretrained=False, padding=False)
+    ours.teacher.load_state_dict(theirs.teacher.state_dict())
+    ours.student.load_state_dict(theirs.student.state_dict())
+    encoder = [getattr(theirs.ae.encoder, f"enconv{i}") for i in range(1, 7)]
+    decoder = [getattr(theirs.ae.decoder, f"deconv{i}") for i in range(1, 8)]
+    for mine, other in zip([*ours.ae.encoder, *ours.ae.decoder], encoder + decoder):
+        mine.load_state_dict(other.state_dict())
+    ours.ae.head.load_state_dict(theirs.ae.decoder.deconv8.state_dict())
+    generator = torch.Generator().manual_seed(1)
+    mean, std = torch.randn(1, 384, 1, 1, generator=generator), torch.rand(1, 384, 1, 1, generator=generator) + 0.5
+    with torch.no_grad():
+        theirs.mean_std["mean"].copy_(mean)
+        theirs.mean_std["std"].copy_(std)
+    ours.set_teacher_statistics(mean, std)
+    augmented = (images * 1.1).clamp(0, 1)
+    penalty = torch.rand(images.shape, generator=generator)
+    theirs.choose_random_aug_image = lambda image: augmented  # the same draw on both sides
+    theirs.train()
+    ours.train()
+    ours.ae.dropout.p = theirs.ae.decoder.dropout1.p = 0.0  # dropout's draws differ between the two
+    for name in ("dropout2", "dropout3", "dropout4", "dropout5", "dropout6"):
+        getattr(theirs.ae.decoder, name).p = 0.0
+    loss_st, loss_ae, loss_stae = theirs(images, penalty)
+    mine = ours.losses(images, augmented, penalty)
+    loss_theirs = float(loss_st + loss_ae + loss_stae)
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        local, global_ = ours.raw_maps(images)
+        ours.set_map_quantiles(local, global_)
+        (sa, sb), (aa, ab) = ours.st_quantiles, ours.ae_quantiles
+        for key, value in (("qa_st", sa), ("qb_st", sb), ("qa_ae", aa), ("qb_ae", ab)):
+            theirs.quantiles[key].copy_(value)
+        out = theirs(images)
+        score, amap = ours.compute(images)
+    return _compare(loss_theirs, float(mine["loss"]), out.pred_score.flatten(), score, out.anomaly_map[:, 0], amap)
+
+
+def _compare(loss_theirs, loss_ours, score_theirs, score_ours, map_theirs, map_ours) -> dict[str, float]:
+    scale = float(map_theirs.abs().max())
+    return {
+        "loss_anomalib": loss_theirs,
+        "loss_ours": loss_ours,
+        "loss_rel_diff": abs(loss_theirs - loss_ours) / max(abs(loss_theirs), 1e-12),
+        "score_max_abs_diff": float((score_theirs - score_ours).abs().max()),
+        "map_max_abs_diff": float((map_theirs - map_ours).abs().max()),
+        "map_max_abs": scale,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", dest="json_path", type=Path)
+    args = parser.parse_args()
+    import anomalib
+
+    torch.manual_seed(args.seed)
+    images = torch.randn(args.batch, 3, args.image_size, args.image_size)
+    record = {"anomalib": anomalib.__version__, "torch": torch.__version__, "image_size": args.image_size,
+              "batch": args.batch, "seed": args.seed, "models": {}}
+    for name, check in (("stfpm", stfpm), ("fastflow", fastflow), ("efficientad", efficientad)):
+        torch.manual_seed(args.seed)
+        record["models"][name] = row = check(images)
+        print(f"{name:11s} loss {row['loss_anomalib']:.6g} vs {row['loss_ours']:.6g} (rel. diff {row['loss_rel_diff']:.1e}); "
+              f"max |score diff| {row['score_max_abs_diff']:.1e}; max |map diff| {row['map_max_abs_diff']:.1e} "
+              f"(map values up to {row['map_max_abs']:.3g})")
+    if args.json_path:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        args.json_path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
