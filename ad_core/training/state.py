@@ -96,9 +96,10 @@ def load_training_state(directory: str | Path | None, model: torch.nn.Module, op
     try:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as error:
+        details = " ".join(str(error).split()).rstrip(".")
         raise TrainingStateError(
             f"the training state in {directory} was saved by another model or configuration, so it cannot be "
-            f"resumed: {error}. Resume with the saved run's settings, or delete {directory} to start over."
+            f"resumed: {details}. Resume with the saved run's settings, or delete {directory} to start over."
         ) from error
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
