@@ -172,6 +172,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
         early_stopping_patience=run.get("early_stopping_patience"),
         checkpoint_dir=out / "train_state",
         resume=bool(run.get("resume", False)),
+        checkpoint_every=run.get("checkpoint_every"),
     )
     train_loader = make_loader(train_set, batch_size, shuffle=config.spec.trainer != "feature_bank", seed=seed)
     eval_batch = int(run.get("eval_batch_size", batch_size))

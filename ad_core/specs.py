@@ -36,6 +36,7 @@ RUN_KEYS = frozenset(
         "weights_file",
         "allow_download",
         "resume",
+        "checkpoint_every",
         "on_missing_weights",
     }
 )

@@ -6,6 +6,7 @@ from ad_core.specs import resolve_ref
 from ad_core.training.feature_bank import FeatureBankTrainer
 from ad_core.training.gradient import GradientTrainer, NonFiniteLossError
 from ad_core.training.seed import seed_everything
+from ad_core.training.state import TrainingStateError
 
 BUILTIN_TRAINERS = {"feature_bank": FeatureBankTrainer, "gradient": GradientTrainer}
 
@@ -17,4 +18,4 @@ def trainer_class(name: str) -> type:
     return resolve_ref(name)
 
 
-__all__ = ["FeatureBankTrainer", "GradientTrainer", "NonFiniteLossError", "seed_everything", "trainer_class"]
+__all__ = ["FeatureBankTrainer", "GradientTrainer", "NonFiniteLossError", "TrainingStateError", "seed_everything", "trainer_class"]

@@ -11,7 +11,6 @@ and returns its loss for the record; everything else (epochs, schedulers, early 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,11 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ad_core.io import atomic_path, write_json
 from ad_core.settings import resolve_device, settings
+from ad_core.training.state import load_training_state, save_training_state
 from ad_core.types import Batch, FitReport
 
 
@@ -96,55 +94,15 @@ class GradientTrainer:
         self.progress = settings.progress if progress is None else progress
 
     # -- checkpoint and resume ------------------------------------------------------------------
-    def _state_paths(self) -> tuple[Path, Path]:
-        assert self.checkpoint_dir is not None
-        return self.checkpoint_dir / "train_state.safetensors", self.checkpoint_dir / "train_state.json"
-
     def _save_state(self, model, optimizer, scheduler, epoch: int, step: int, best: dict) -> None:
         if self.checkpoint_dir is None:
             return
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        opt = optimizer.state_dict()
-        for idx, slots in opt["state"].items():
-            for name, value in slots.items():
-                if isinstance(value, torch.Tensor):
-                    tensors[f"optim.{idx}.{name}"] = value.detach().cpu().contiguous()
-        tensors["rng.torch"] = torch.get_rng_state()
-        meta = {
-            "epoch": epoch,
-            "step": step,
-            "param_groups": opt["param_groups"],
-            "optim_scalars": {
-                str(idx): {n: v for n, v in slots.items() if not isinstance(v, torch.Tensor)}
-                for idx, slots in opt["state"].items()
-            },
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "best": {k: v for k, v in best.items() if k != "state"},
-        }
-        weights, info = self._state_paths()
-        with atomic_path(weights) as tmp:
-            save_file(tensors, str(tmp))
-        write_json(info, meta)
+        meta = {"epoch": epoch, "step": step, "best": {k: v for k, v in best.items() if k != "state"}}
+        save_training_state(self.checkpoint_dir, model, optimizer, scheduler, meta)
 
     def _load_state(self, model, optimizer, scheduler) -> tuple[int, int]:
-        weights, info = self._state_paths()
-        if not (weights.exists() and info.exists()):
-            return 0, 0
-        tensors = load_file(str(weights))
-        meta = json.loads(info.read_text())
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        state: dict[int, dict[str, Any]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, idx, name = key.split(".", 2)
-                state.setdefault(int(idx), {})[name] = value.to(self.device)
-        for idx, scalars in meta["optim_scalars"].items():
-            state.setdefault(int(idx), {}).update(scalars)
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        if scheduler is not None and meta.get("scheduler") is not None:
-            scheduler.load_state_dict(meta["scheduler"])
-        torch.set_rng_state(tensors["rng.torch"])
-        return int(meta["epoch"]), int(meta["step"])
+        meta = load_training_state(self.checkpoint_dir, model, optimizer, scheduler)
+        return (0, 0) if meta is None else (int(meta["epoch"]), int(meta["step"]))
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, model: torch.nn.Module, train: Iterable[Batch], val: Iterable[Batch] | None = None) -> FitReport:
