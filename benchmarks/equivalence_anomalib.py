@@ -47,12 +47,7 @@ def stfpm(images: torch.Tensor) -> dict[str, float]:
     ours.train()
     loss_theirs = STFPMLoss()(*theirs(images)).item()
     loss_ours = pyramid_loss(*ours.networks(images)).item()
-    theirs.eval()
-    ours.eval()
-    with torch.no_grad():
-        out = theirs(images)
-        score, amap = ours.compute(images)
-    return _compare(loss_theirs, loss_ours, out.pred_score.flatten(), score, out.anomaly_map[:, 0], amap)
+    return _compare(theirs, ours, images, loss_theirs, loss_ours)
 
 
 def fastflow(images: torch.Tensor) -> dict[str, float]:
@@ -82,12 +77,7 @@ def fastflow(images: torch.Tensor) -> dict[str, float]:
     ours.train()
     loss_theirs = FastflowLoss()(*theirs(images)).item()
     loss_ours = ours.training_step(type("B", (), {"image": images})()).item()
-    theirs.eval()
-    ours.eval()
-    with torch.no_grad():
-        out = theirs(images)
-        score, amap = ours.compute(images)
-    return _compare(loss_theirs, loss_ours, out.pred_score.flatten(), score, out.anomaly_map[:, 0], amap)
+    return _compare(theirs, ours, images, loss_theirs, loss_ours)
 
 
 def efficientad(images: torch.Tensor) -> dict[str, float]:
@@ -123,28 +113,30 @@ def efficientad(images: torch.Tensor) -> dict[str, float]:
     loss_st, loss_ae, loss_stae = theirs(images, penalty)
     mine = ours.losses(images, augmented, penalty)
     loss_theirs = float(loss_st + loss_ae + loss_stae)
-    theirs.eval()
     ours.eval()
     with torch.no_grad():
-        local, global_ = ours.raw_maps(images)
-        ours.set_map_quantiles(local, global_)
+        ours.set_map_quantiles(*ours.raw_maps(images))
         (sa, sb), (aa, ab) = ours.st_quantiles, ours.ae_quantiles
         for key, value in (("qa_st", sa), ("qb_st", sb), ("qa_ae", aa), ("qb_ae", ab)):
             theirs.quantiles[key].copy_(value)
+    return _compare(theirs, ours, images, loss_theirs, float(mine["loss"]))
+
+
+def _compare(theirs, ours, images: torch.Tensor, loss_theirs: float, loss_ours: float) -> dict[str, float]:
+    """Both models in eval mode on the same images: how far apart are their scores and maps?"""
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
         out = theirs(images)
         score, amap = ours.compute(images)
-    return _compare(loss_theirs, float(mine["loss"]), out.pred_score.flatten(), score, out.anomaly_map[:, 0], amap)
-
-
-def _compare(loss_theirs, loss_ours, score_theirs, score_ours, map_theirs, map_ours) -> dict[str, float]:
-    scale = float(map_theirs.abs().max())
+    map_theirs = out.anomaly_map[:, 0]
     return {
         "loss_anomalib": loss_theirs,
         "loss_ours": loss_ours,
         "loss_rel_diff": abs(loss_theirs - loss_ours) / max(abs(loss_theirs), 1e-12),
-        "score_max_abs_diff": float((score_theirs - score_ours).abs().max()),
-        "map_max_abs_diff": float((map_theirs - map_ours).abs().max()),
-        "map_max_abs": scale,
+        "score_max_abs_diff": float((out.pred_score.flatten() - score).abs().max()),
+        "map_max_abs_diff": float((map_theirs - amap).abs().max()),
+        "map_max_abs": float(map_theirs.abs().max()),
     }
 
 
