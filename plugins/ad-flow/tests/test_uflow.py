@@ -52,6 +52,27 @@ def test_nfa_threshold_only_with_the_nfa_map() -> None:
     assert amap.shape == (2, 64, 64) and ((amap >= 0) & (amap <= 1)).all()
 
 
+def test_saturated_nfa_maps_are_ordered_by_likelihood_and_keep_the_decision() -> None:
+    """Latents far from N(0, 1) everywhere saturate every window count: the -log NFA maps of two such images
+    are equal, and the likelihood tie-break must still rank the image with larger latents higher, without moving
+    any pixel across the NFA threshold."""
+    model, _ = build_model("uflow-resnet18", pretrained=False)
+    model.mark_fitted()
+    mild = [torch.full((1, 5, 8, 8), 3.0), torch.full((1, 4, 4, 4), 3.0)]
+    strong = [2 * z for z in mild]
+    raw = [-uflow.log_nfa(z, model.nfa_window, model.nfa_probability) for z in (mild, strong)]
+    torch.testing.assert_close(raw[0], raw[1])  # saturated: the NFA alone cannot tell them apart
+
+    def scored(latents):
+        model.forward = lambda images: (latents, None)
+        return model.compute(torch.zeros(1, 3, 64, 64))
+
+    (score_mild, map_mild), (score_strong, map_strong) = scored(mild), scored(strong)
+    assert score_strong > score_mild
+    for amap, nfa_map in ((map_mild, raw[0]), (map_strong, raw[1])):
+        assert ((amap >= 0) == (nfa_map >= 0)).all() and (amap - nfa_map).abs().max() <= uflow.NFA_TIE_BREAK + 1e-5
+
+
 @pytest.fixture
 def run_outputs(tmp_path, monkeypatch):
     from ad_core.settings import settings

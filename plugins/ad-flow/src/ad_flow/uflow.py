@@ -6,7 +6,8 @@ the coarsest scale is transformed first; half of its channels become that scale'
 invertibly up-sampled (2x2 pixel shuffle) and concatenated to the next finer scale's features, and so on.
 Every stage is a chain of all-in-one affine coupling blocks whose subnets alternate 3x3 and 1x1 kernels.
 Trained by maximum likelihood. The anomaly map is either 1 - mean over scales of exp(-mean_c z²/2) (the
-paper's likelihood map) or -log10 NFA, whose threshold 0 is the paper's automatic, a-contrario one.
+paper's likelihood map) or -log10 NFA, whose threshold 0 is the paper's automatic, a-contrario one (ties in
+the NFA map are broken by a thousandth of the likelihood map).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from ad_flow.coupling import AffineCouplingBlock, SequentialFlow
 from ad_flow.nfa import log_nfa
 
 SCORE_MAPS = ("nfa", "likelihood")
+# The -log NFA map takes few distinct values (window counts) and saturates when a flow is far from trained, so
+# whole images tie; this multiple of the likelihood map (in [0, 1]) orders tied pixels and moves the decision
+# at 0 by at most 1e-3 in log10 NFA (NFA < 1.0023 instead of < 1).
+NFA_TIE_BREAK = 1e-3
 MCAIT = "mcait"
 # The paper's MS-CaiT (its Table 6): CaiT-M48 at 448 px read after block index 40, CaiT-S24 at 224 px after 20.
 MCAIT_PARTS = (("cait_m48_448.fb_dist_in1k", 448, 40), ("cait_s24_224.fb_dist_in1k", 224, 20))
@@ -202,8 +207,7 @@ class UFlow(AnomalyModel):
 
     def compute(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         latents, _ = self(images)
+        amap = self.likelihood_map(latents)
         if self.score_map == "nfa":
-            amap = -log_nfa(latents, self.nfa_window, self.nfa_probability)
-        else:
-            amap = self.likelihood_map(latents)
+            amap = -log_nfa(latents, self.nfa_window, self.nfa_probability) + NFA_TIE_BREAK * amap
         return amap.flatten(1).amax(1), amap
