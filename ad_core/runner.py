@@ -99,22 +99,27 @@ def _build(model_name: str, overrides: dict[str, Any], notes: list[str]) -> tupl
 
 
 def _score(detector: Detector, loader: Iterable[Batch], device: torch.device, keep: int = 0):
-    """Scores, labels, image paths, streamed pixel metrics, and up to `keep` examples for map panels."""
+    """Scores, labels, image paths, streamed pixel metrics, and up to `keep` examples for map panels.
+
+    What outlives a batch is Python numbers or copies, never views: a view keeps its whole batch alive, and small
+    tensors kept between the large maps freed at every batch pin glibc's heap (see `TeacherStatistics` in ad-kd).
+    """
     scores, labels, paths, kept = [], [], [], []
     pixel = PixelMetrics()
     for batch in tqdm(loader, desc="scoring", unit="batch", disable=not settings.progress, leave=False):
         pred = detector.predict(batch.image.to(device))
-        scores.append(pred.score.cpu())
-        labels.append(batch.label)
+        scores.extend(pred.score.cpu().tolist())
+        labels.extend(batch.label.tolist())
         paths.extend(batch.path)
         if pred.anomaly_map is not None and batch.mask is not None:
             pixel.update(pred.anomaly_map.cpu(), batch.mask)
         if keep and pred.anomaly_map is not None:
             for i in range(len(batch)):
-                kept.append((batch.image[i], pred.anomaly_map[i].cpu(), None if batch.mask is None else batch.mask[i],
-                             batch.path[i], int(batch.label[i])))
+                mask = None if batch.mask is None else batch.mask[i].clone()
+                kept.append((batch.image[i].clone(), pred.anomaly_map[i].cpu().clone(), mask, batch.path[i],
+                             int(batch.label[i])))
             kept = _balanced(kept, keep)
-    return torch.cat(scores).numpy(), torch.cat(labels).numpy(), paths, pixel, kept
+    return np.asarray(scores, dtype=np.float32), np.asarray(labels, dtype=np.int64), paths, pixel, kept
 
 
 def _balanced(kept: list, keep: int) -> list:

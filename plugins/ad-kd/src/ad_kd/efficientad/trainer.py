@@ -34,16 +34,22 @@ CHECKPOINT_EVERY = 1000  # steps between saved states (about 1.4% of the paper's
 
 @dataclass
 class TeacherStatistics:
-    """Per-image channel sums of the teacher's output, so the held-out images can be left out afterwards."""
+    """Per-image channel sums of the teacher's output, so the held-out images can be left out afterwards.
 
-    sums: dict[str, torch.Tensor] = field(default_factory=dict)
-    squares: dict[str, torch.Tensor] = field(default_factory=dict)
+    The sums are kept as Python floats, not as small tensors: a small tensor kept alive between the large
+    feature maps freed at every image pins glibc's heap, and the process grew by the size of one feature map
+    per training image (5.6 GB peak RSS on 762 images at 128 px instead of about 1 GB).
+    """
+
+    sums: dict[str, list[float]] = field(default_factory=dict)
+    squares: dict[str, list[float]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     batches: list[list[str]] = field(default_factory=list)
 
     def add(self, paths: list[str], features: torch.Tensor) -> None:
         f = features.double()
-        for path, s, q in zip(paths, f.sum((2, 3)).cpu(), (f * f).sum((2, 3)).cpu()):
+        sums, squares = f.sum((2, 3)).tolist(), (f * f).sum((2, 3)).tolist()
+        for path, s, q in zip(paths, sums, squares):
             self.sums[path], self.squares[path] = s, q
             self.counts[path] = features.shape[2] * features.shape[3]
         self.batches.append(list(paths))
@@ -51,8 +57,8 @@ class TeacherStatistics:
     def mean_std(self, paths: Iterable[str]) -> tuple[torch.Tensor, torch.Tensor]:
         paths = list(paths)
         n = sum(self.counts[p] for p in paths)
-        mean = torch.stack([self.sums[p] for p in paths]).sum(0) / n
-        var = torch.stack([self.squares[p] for p in paths]).sum(0) / n - mean * mean
+        mean = torch.tensor([self.sums[p] for p in paths], dtype=torch.float64).sum(0) / n
+        var = torch.tensor([self.squares[p] for p in paths], dtype=torch.float64).sum(0) / n - mean * mean
         return mean.float(), var.clamp_min(0).sqrt().float()
 
 
