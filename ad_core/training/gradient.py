@@ -58,10 +58,10 @@ def validation_auroc(model: torch.nn.Module, val: Iterable[Batch], device: torch
     from ad_core.metrics import auroc
 
     scores, labels = [], []
-    for batch in val:
-        scores.append(model.predict(batch.image.to(device)).score.cpu())
-        labels.append(batch.label)
-    s, y = torch.cat(scores).numpy(), torch.cat(labels).numpy()
+    for batch in val:  # numbers, not small tensors, outlive each batch (see `ad_core.runner._score`)
+        scores.extend(model.predict(batch.image.to(device)).score.cpu().tolist())
+        labels.extend(batch.label.tolist())
+    s, y = np.asarray(scores, dtype=np.float32), np.asarray(labels, dtype=np.int64)
     if len(np.unique(y)) < 2:
         return float("nan")
     return float(auroc(s, y))

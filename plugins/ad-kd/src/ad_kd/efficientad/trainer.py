@@ -258,9 +258,10 @@ class EfficientADTrainer:
                     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], self.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                progress.add({k: v.item() for k, v in out.items()})
+                losses = {k: v.item() for k, v in out.items()}
+                progress.add(losses)
                 bar.update(1)
-                bar.set_postfix(loss=f"{out['loss'].item():.4g}")
+                bar.set_postfix(loss=f"{losses['loss']:.4g}")
                 if progress.step >= total:
                     break
                 if progress.step % self.checkpoint_every == 0:
