@@ -1,20 +1,20 @@
 """timm feature extractors with offline-first weight resolution (DESIGN §5).
 
 Order: an explicit file; `backbone_dir/<timm name>.{safetensors,pth,bin}`; timm's cache/hub only when
-downloads are allowed; otherwise `MissingWeightsError` naming the file expected.
+downloads are allowed; otherwise `MissingWeightsError` naming the file expected. Importing this module
+changes no process state: the hub's offline flag is set only around the calls that may download.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from ad_core.settings import settings
-
-if not settings.allow_download:  # must happen before timm (huggingface_hub) is imported
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import timm
 import torch
@@ -157,6 +157,30 @@ def _load_file(model: nn.Module, path: Path) -> None:
     model.load_state_dict(mapped, strict=True)
 
 
+@contextmanager
+def hub_access(allow_download: bool) -> Iterator[None]:
+    """Hugging Face hub online exactly when downloads are allowed, for the duration of one timm call.
+
+    The hub reads `HF_HUB_OFFLINE` into `huggingface_hub.constants` when first imported, so both the
+    variable and the constant are set, and both are restored afterwards.
+    """
+    previous_env = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "0" if allow_download else "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    previous_constant = getattr(constants, "HF_HUB_OFFLINE", None) if constants is not None else None
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = not allow_download
+    try:
+        yield
+    finally:
+        if previous_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous_env
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = previous_constant
+
+
 def _weights_source(
     name: str,
     pretrained: bool,
@@ -197,7 +221,8 @@ def create_feature_extractor(
     kwargs = {"features_only": True, "out_indices": indices}
     source = _weights_source(name, pretrained, weights_file, backbone_dir, allow_download)
     if source == "download":
-        return timm.create_model(name, pretrained=True, **kwargs)
+        with hub_access(True):
+            return timm.create_model(name, pretrained=True, **kwargs)
     model = _lean_build(name, indices)
     if model is None:
         model = timm.create_model(name, pretrained=False, **kwargs)
@@ -216,6 +241,7 @@ def create_vit(
     backbone_dir: str | Path | None = None,
     allow_download: bool | None = None,
     img_size: int | None = None,
+    **timm_kwargs: object,
 ) -> nn.Module:
     """A timm vision transformer (ViT, DeiT, CaiT ...) cut after block `last_block`, its weights found offline.
 
@@ -223,11 +249,13 @@ def create_vit(
     `model.forward_intermediates(x, indices=[...], norm=True, intermediates_only=True)` (NCHW, prefix
     tokens dropped). Blocks after `last_block` and the head are removed, so they cost neither memory nor
     time. `img_size` builds the position embedding for another input size (random weights only: a weights
-    file must match it).
+    file must match it). `timm_kwargs` go to `timm.create_model` (e.g. `dynamic_img_size=True`, which
+    interpolates the position embedding to each input's size).
     """
-    kwargs = {} if img_size is None else {"img_size": img_size}
+    kwargs = {**timm_kwargs, **({} if img_size is None else {"img_size": img_size})}
     source = _weights_source(name, pretrained, weights_file, backbone_dir, allow_download)
-    model = timm.create_model(name, pretrained=source == "download", **kwargs)
+    with hub_access(source == "download"):
+        model = timm.create_model(name, pretrained=source == "download", **kwargs)
     if not hasattr(model, "forward_intermediates") or not hasattr(model, "blocks"):
         raise ValueError(f"{name!r} is not a timm transformer with blocks and forward_intermediates")
     if not 0 <= last_block < len(model.blocks):
@@ -252,7 +280,8 @@ def create_model(
     the file must hold every tensor of the model (a head may be extra).
     """
     source = _weights_source(name, pretrained, weights_file, backbone_dir, allow_download)
-    model = timm.create_model(name, pretrained=source == "download", **timm_kwargs)
+    with hub_access(source == "download"):
+        model = timm.create_model(name, pretrained=source == "download", **timm_kwargs)
     if isinstance(source, Path):
         _load_file(model, source)
     return model

@@ -12,7 +12,7 @@ from ad_kd.reverse_distillation import (
     reconstruction_loss,
 )
 
-from ad_core.model import gaussian_blur
+from ad_core.components.maps import gaussian_blur
 
 
 @pytest.fixture(scope="module")

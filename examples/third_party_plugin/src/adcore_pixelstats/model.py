@@ -2,7 +2,8 @@
 
 import torch
 
-from ad_core.model import AnomalyModel, gaussian_blur
+from ad_core.components.maps import gaussian_blur
+from ad_core.model import AnomalyModel
 
 
 class PixelStats(AnomalyModel):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ad_core.features import FrozenBackbone, image_chunks
+from ad_core.components.backbone import BackboneConfig, image_chunks
 from ad_core.model import AnomalyModel
 from ad_core.types import Batch
 from ad_flow.coupling import AffineCouplingBlock, SequentialFlow
@@ -109,7 +109,7 @@ class CFlow(AnomalyModel):
         self.lr = float(lr)
         self.schedule = WarmupCosine(num_epochs, meta_epochs) if lr_schedule and num_epochs else None
         self.seed = int(seed)
-        self.encoder = FrozenBackbone(backbone, layers, pretrained, weights_file, backbone_dir)
+        self.encoder = BackboneConfig(backbone, layers, pretrained, weights_file, backbone_dir).frozen()
         self.decoders = nn.ModuleList(
             SequentialFlow(
                 AffineCouplingBlock(channels, fc_subnet, condition_channels=self.condition_dim, clamp=clamp_alpha,

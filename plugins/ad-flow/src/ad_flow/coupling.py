@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ad_core.features import seeded_generator
+from ad_core.components.draws import seeded_generator
 
 SubnetConstructor = Callable[[int, int], nn.Module]
 """Called as `constructor(in_channels, out_channels)`; returns the network predicting [s, t]."""

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ad_core.features import FrozenBackbone, FrozenViT, image_chunks
-from ad_core.model import AnomalyModel, resize_map
+from ad_core.components.backbone import BackboneConfig, image_chunks
+from ad_core.components.maps import resize_map
+from ad_core.components.vit import FrozenViT
+from ad_core.model import AnomalyModel
 from ad_core.types import Batch
 from ad_flow.coupling import AffineCouplingBlock, SequentialFlow
 
@@ -73,9 +75,11 @@ class FastFlow(AnomalyModel):
         self.image_size = (int(image_size), int(image_size))
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         if feature_block is None:
-            self.backbone: nn.Module = FrozenBackbone(backbone, layers, pretrained, weights_file, backbone_dir)
+            config = BackboneConfig(backbone, layers, pretrained, weights_file, backbone_dir)
+            self.backbone: nn.Module = config.frozen()
         else:
-            self.backbone = FrozenViT(backbone, [feature_block], image_size, pretrained, weights_file, backbone_dir)
+            config = BackboneConfig(backbone, (feature_block,), pretrained, weights_file, backbone_dir)
+            self.backbone = FrozenViT(config, image_size)
         deepest = max(self.backbone.strides)
         if image_size < deepest:
             raise ValueError(f"image_size {image_size} is too small for {backbone}: its deepest feature map has "

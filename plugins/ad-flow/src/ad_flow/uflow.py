@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ad_core.features import FrozenBackbone, FrozenViT
+from ad_core.components.backbone import BackboneConfig
+from ad_core.components.vit import FrozenViT
 from ad_core.model import AnomalyModel
 from ad_core.types import Batch
 from ad_flow.coupling import AffineCouplingBlock, SequentialFlow
@@ -37,10 +38,9 @@ MCAIT_PARTS = (("cait_m48_448.fb_dist_in1k", 448, 40), ("cait_s24_224.fb_dist_in
 class CnnScales(nn.Module):
     """A CNN's feature maps (finest first), each layer-normalised over (C, H, W) per image."""
 
-    def __init__(self, name: str, layers: Sequence[str], pretrained: bool, weights_file: str | None,
-                 backbone_dir: str | None) -> None:
+    def __init__(self, backbone: BackboneConfig) -> None:
         super().__init__()
-        self.backbone = FrozenBackbone(name, layers, pretrained, weights_file, backbone_dir)
+        self.backbone = backbone.frozen()
         self.channels = self.backbone.channels
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -52,7 +52,7 @@ class MultiScaleCait(nn.Module):
 
     def __init__(self, pretrained: bool, backbone_dir: str | None) -> None:
         super().__init__()
-        self.parts = nn.ModuleList(FrozenViT(name, [block], size, pretrained, backbone_dir=backbone_dir)
+        self.parts = nn.ModuleList(FrozenViT(BackboneConfig(name, (block,), pretrained, backbone_dir=backbone_dir), size)
                                    for name, size, block in MCAIT_PARTS)
         self.channels = [part.channels[0] for part in self.parts]
 
@@ -160,7 +160,7 @@ class UFlow(AnomalyModel):
                                  "passing weights_file")
             self.extractor: nn.Module = MultiScaleCait(pretrained, backbone_dir)
         else:
-            self.extractor = CnnScales(backbone, layers, pretrained, weights_file, backbone_dir)
+            self.extractor = CnnScales(BackboneConfig(backbone, layers, pretrained, weights_file, backbone_dir))
         self.flow = UShapedFlow(self.extractor.channels, flow_steps, clamp, subnet_ratio, soft_permutation, seed)
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -1,20 +1,18 @@
 """Pieces the knowledge-distillation models share: a frozen teacher with a trainable student of the same
 architecture, per-position feature distances, and the fusion of per-layer distance maps into one map.
 
-Teacher features come from `ad_core.features.FrozenBackbone` (no gradients, eval mode always); the student
+Teacher features come from `ad_core.components.backbone.FrozenBackbone` (no gradients, eval mode always); the student
 is a timm feature extractor of the same name and layers, randomly initialised, whose BatchNorm trains.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ad_core.backbones import create_feature_extractor
-from ad_core.features import FrozenBackbone
+from ad_core.components.backbone import BackboneConfig
 
 FUSIONS = ("product", "sum")
 
@@ -22,17 +20,10 @@ FUSIONS = ("product", "sum")
 class TeacherStudent(nn.Module):
     """A frozen pretrained teacher and a trainable, randomly initialised student with the same layers."""
 
-    def __init__(
-        self,
-        backbone: str,
-        layers: Sequence[str | int],
-        pretrained: bool = True,
-        weights_file: str | None = None,
-        backbone_dir: str | None = None,
-    ) -> None:
+    def __init__(self, backbone: BackboneConfig) -> None:
         super().__init__()
-        self.teacher = FrozenBackbone(backbone, layers, pretrained, weights_file, backbone_dir)
-        self.student = create_feature_extractor(backbone, layers, pretrained=False)
+        self.teacher = backbone.frozen()
+        self.student = create_feature_extractor(backbone.name, list(backbone.layers), pretrained=False)
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(teacher features, student features), one tensor [B, C_l, h_l, w_l] per layer each."""

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ad_core.data.transforms import to_size
-from ad_core.features import FrozenBackbone
+from ad_core.components.backbone import BackboneConfig
 from ad_core.model import AnomalyModel
 
 
@@ -56,7 +56,7 @@ class Fre(AnomalyModel):
         if pooling_kernel_size < 1 or latent_dim < 1:
             raise ValueError(f"pooling_kernel_size and latent_dim must be >= 1, got {pooling_kernel_size}, "
                              f"{latent_dim}")
-        self.backbone = FrozenBackbone(backbone, [layer], pretrained, weights_file, backbone_dir)
+        self.backbone = BackboneConfig(backbone, (layer,), pretrained, weights_file, backbone_dir).frozen()
         self.pooling_kernel_size = int(pooling_kernel_size)
         self.lr = float(lr)
         self.image_size = to_size(image_size)

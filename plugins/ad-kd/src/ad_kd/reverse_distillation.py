@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
-from ad_core.features import FrozenBackbone
-from ad_core.model import AnomalyModel, gaussian_blur
+from ad_core.components.backbone import BackboneConfig
+from ad_core.components.maps import gaussian_blur
+from ad_core.model import AnomalyModel
 from ad_kd.distillation import cosine_distance, fuse_maps
 
 LAYERS = ("layer1", "layer2", "layer3")
@@ -184,7 +185,7 @@ class ReverseDistillation(AnomalyModel):
         if fusion not in ("sum", "product"):
             raise ValueError(f"fusion must be 'sum' (the paper) or 'product', got {fusion!r}")
         block, depths, base_width = resnet_layout(backbone)
-        self.encoder = FrozenBackbone(backbone, LAYERS, pretrained, weights_file, backbone_dir)
+        self.encoder = BackboneConfig(backbone, LAYERS, pretrained, weights_file, backbone_dir).frozen()
         decoder_block = DECODER_BLOCKS[block]
         expected = [64 * decoder_block.expansion, 128 * decoder_block.expansion, 256 * decoder_block.expansion]
         if self.encoder.channels != expected:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ad_core.components.backbone import BackboneConfig
 from ad_core.model import AnomalyModel
 from ad_kd.distillation import TeacherStudent, fuse_maps, normalized_distance
 
@@ -45,7 +46,7 @@ class Stfpm(AnomalyModel):
         super().__init__()
         if fusion not in ("product", "sum"):
             raise ValueError(f"fusion must be 'product' (the paper) or 'sum', got {fusion!r}")
-        self.networks = TeacherStudent(backbone, layers, pretrained, weights_file, backbone_dir)
+        self.networks = TeacherStudent(BackboneConfig(backbone, layers, pretrained, weights_file, backbone_dir))
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.fusion = fusion
 

@@ -15,7 +15,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ad_core.features import random_subset
+from ad_core.components.backbone import BackboneConfig
+from ad_core.components.draws import random_subset
+from ad_core.components.pca import fit_pca
 from ad_memory.features import MemoryBankModel
 
 SCORE_TYPES = ("nll", "probability")
@@ -23,7 +25,7 @@ SCALINGS = ("scale", "norm")
 
 
 class Dfkde(MemoryBankModel):
-    """Gaussian KDE over PCA-reduced deep features; PCA and KDE are plain torch."""
+    """Gaussian KDE over PCA-reduced deep features (`ad_core.components.pca`); the KDE is plain torch."""
 
 
     def __init__(
@@ -39,7 +41,7 @@ class Dfkde(MemoryBankModel):
         score_type: str = "nll",
         seed: int = 0,
     ) -> None:
-        super().__init__(backbone, layers, pretrained, weights_file, backbone_dir)
+        super().__init__(BackboneConfig(backbone, layers, pretrained, weights_file, backbone_dir))
         if feature_scaling not in SCALINGS:
             raise ValueError(f"feature_scaling must be one of {SCALINGS}, got {feature_scaling!r}")
         if score_type not in SCORE_TYPES:
@@ -93,12 +95,11 @@ class Dfkde(MemoryBankModel):
         if n > self.max_training_points:
             features = features[random_subset(n, self.max_training_points, self.seed).to(features.device)]
             n = features.shape[0]
-        # PCA: the rank of n centred points is at most n - 1, so never ask for more components.
-        k = min(self.n_pca_components, n - 1, features.shape[1])
-        mean = features.mean(0)
-        _, _, vh = torch.linalg.svd(features - mean, full_matrices=False)
-        components = vh[:k].T
-        projected = (features - mean) @ components
+        # PCA: the rank of n centred points is at most n - 1, so fit_pca never keeps more components.
+        pca = fit_pca(features, n_components=self.n_pca_components)
+        mean, components = pca.mean, pca.components
+        k = components.shape[1]
+        projected = pca.project(features)
         max_length = torch.linalg.vector_norm(projected, dim=1).max().clamp_min(1e-12)
         if self.feature_scaling == "norm":
             data = projected / torch.linalg.vector_norm(projected, dim=1, keepdim=True).clamp_min(1e-12)

@@ -3,11 +3,9 @@ model has seen its training data."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
-from ad_core.features import FrozenBackbone
+from ad_core.components.backbone import BackboneConfig
 from ad_core.model import AnomalyModel
 
 
@@ -18,16 +16,9 @@ class MemoryBankModel(AnomalyModel):
     registered empty; `AnomalyModel` gives them the saved shape when a state dict is loaded.
     """
 
-    def __init__(
-        self,
-        backbone: str,
-        layers: Sequence[str | int],
-        pretrained: bool = True,
-        weights_file: str | None = None,
-        backbone_dir: str | None = None,
-    ) -> None:
+    def __init__(self, backbone: BackboneConfig) -> None:
         super().__init__()
-        self.backbone = FrozenBackbone(backbone, layers, pretrained, weights_file, backbone_dir)
+        self.backbone = backbone.frozen()
 
     def set_buffer(self, name: str, value: torch.Tensor) -> None:
         """Replace a registered buffer with a new (contiguous) tensor on the buffer's device."""

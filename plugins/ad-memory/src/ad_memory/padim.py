@@ -14,8 +14,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ad_core.model import gaussian_blur
-from ad_core.features import image_chunks, random_subset
+from ad_core.components.backbone import BackboneConfig, image_chunks
+from ad_core.components.draws import random_subset
+from ad_core.components.maps import gaussian_blur
 from ad_memory.features import MemoryBankModel
 
 # Channel subsets of the paper / anomalib for the two usual backbones (d = 100 and 550).
@@ -46,7 +47,7 @@ class Padim(MemoryBankModel):
         stats_dtype: str = "float64",
         seed: int = 0,
     ) -> None:
-        super().__init__(backbone, layers, pretrained, weights_file, backbone_dir)
+        super().__init__(BackboneConfig(backbone, layers, pretrained, weights_file, backbone_dir))
         total = sum(self.backbone.channels)
         if n_features is None:
             n_features = N_FEATURES_DEFAULTS.get(backbone.split(".")[0], total)

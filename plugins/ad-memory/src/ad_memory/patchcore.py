@@ -8,188 +8,33 @@ Performance choices (results are those of the plain algorithm up to floating-poi
 - the authors' patch aggregation (unfold a 3x3 neighbourhood, adaptive-average-pool the flattened
   C*3*3 vector to 1024, then pool the stacked layers to 1024) is a fixed sparse linear map, so it is
   run as one grouped 3x3 convolution per layer at the layer's own resolution, before upsampling
-  (`ad_core.patch_embedding`, shared with EfficientAD's teacher distillation);
+  (`ad_core.components.patch_embedding`, shared with EfficientAD's teacher distillation);
 - the greedy coreset updates its min-distance vector lazily, block by block, with matrix products
   (exact greedy order: a block is only refreshed when its stale maximum could be the global one);
 - the nearest-neighbour search is exact but pruned: a PCA lower bound on every distance (one thin
-  matrix product) rules out most bank items, and only the rest are measured (`pruned_neighbours`);
+  matrix product) rules out most bank items, and only the rest are measured
+  (`ad_core.components.knn`; the coreset is `ad_core.components.coreset`);
 - training patches are streamed: when the pending pool exceeds `max_pending_patches` it is reduced
   by a greedy coreset pass, so memory stays bounded (see `PatchCore.update`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ad_core.model import gaussian_blur
-from ad_core.features import image_chunks, seeded_generator
-from ad_core.patch_embedding import PatchEmbedder
+from ad_core.components.backbone import BackboneConfig, image_chunks
+from ad_core.components.coreset import greedy_coreset, sparse_random_projection
+from ad_core.components.knn import build_search_index, nearest_neighbours
+from ad_core.components.maps import gaussian_blur
+from ad_core.components.patch_embedding import PatchEmbedder
 from ad_memory.features import MemoryBankModel
 
-# Elements of the [queries x bank] distance block computed at once at test time (32 MiB of float32).
-NN_BLOCK_ELEMENTS = 1 << 23
-# Exact pruned search (see `pruned_neighbours`): PCA dimensions of the lower bound, queries per block,
-# relative float32 margin on the bound, the bank size below which brute force is used, and the
-# candidates per query beyond which a block falls back to brute force.
-SEARCH_DIM = 64
-PRUNE_ROWS = 512
-PRUNE_TOLERANCE = 1e-4
-PRUNE_MIN_BANK = 1024
-PRUNE_MAX_CANDIDATES = 16
 # Largest magnitude float16 represents; pending patches beyond it stay float32.
 FLOAT16_MAX = 65504.0
-
-
-def sparse_random_projection(dim_in: int, dim_out: int, seed: int) -> torch.Tensor:
-    """A [dim_in, dim_out] very sparse random projection (Li et al. 2006; density 1/sqrt(dim_in)).
-
-    It approximately preserves distances (Johnson-Lindenstrauss), which is all the coreset needs.
-    """
-    generator = seeded_generator(seed)
-    density = 1.0 / math.sqrt(dim_in)
-    u = torch.rand(dim_in, dim_out, generator=generator)
-    sign = torch.zeros(dim_in, dim_out)
-    sign[u < density / 2] = -1.0
-    sign[u > 1 - density / 2] = 1.0
-    return sign * math.sqrt(1.0 / (density * dim_out))
-
-
-def greedy_coreset(features: torch.Tensor, count: int, block_size: int = 256) -> torch.Tensor:
-    """Indices of `count` points chosen by greedy k-center (farthest-point) selection.
-
-    Starts at the point farthest from the mean (an outlier, as in the authors' start rule),
-    then repeatedly adds the point farthest from the points chosen so far. The min-distance vector
-    is updated lazily: each block of `block_size` points keeps the centres it has not yet seen and
-    an upper bound on its largest min-distance; only the block whose bound is highest is refreshed
-    (with one matrix product over its pending centres) until that block's exact maximum beats every
-    other bound. This yields the same selection as the eager loop, with matrix-matrix instead of
-    matrix-vector work.
-    """
-    n = features.shape[0]
-    if count >= n:
-        return torch.arange(n, device=features.device)
-    if count <= 0:
-        return torch.empty(0, dtype=torch.long, device=features.device)
-    x = features.float().contiguous()
-    sq = (x * x).sum(1)
-    n_blocks = (n + block_size - 1) // block_size
-    min_dist = torch.full((n,), float("inf"), device=x.device)
-    centres = x.new_empty(count, x.shape[1])
-    centre_sq = x.new_empty(count)
-    chosen = torch.empty(count, dtype=torch.long, device=x.device)
-    upper = [float("inf")] * n_blocks
-    seen = [0] * n_blocks
-    current = int(((x - x.mean(0)) ** 2).sum(1).argmax())
-    for step in range(count):
-        chosen[step] = current
-        centres[step] = x[current]
-        centre_sq[step] = sq[current]
-        min_dist[current] = -1.0  # never chosen twice, even among duplicates
-        while True:
-            block = max(range(n_blocks), key=upper.__getitem__)
-            lo, hi = block * block_size, min(n, (block + 1) * block_size)
-            first = seen[block]
-            part = min_dist[lo:hi]
-            if first <= step:
-                cross = torch.addmm(centre_sq[first : step + 1], x[lo:hi], centres[first : step + 1].T, alpha=-2)
-                torch.minimum(part, cross.amin(1).add_(sq[lo:hi]), out=part)
-                seen[block] = step + 1
-            value, where = part.max(0)
-            upper[block] = float(value)
-            if upper[block] >= max(upper):
-                current = lo + int(where)
-                break
-    return chosen
-
-
-def brute_force_neighbours(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact nearest bank item of each query by blocks of |m|^2 - 2 q.m (bounded memory); the distance
-    to the winner is then measured directly, free of the expansion's cancellation error."""
-    bank_sq = (bank * bank).sum(1)
-    rows = max(1, NN_BLOCK_ELEMENTS // max(1, bank.shape[0]))
-    distances, indices = [], []
-    for start in range(0, queries.shape[0], rows):
-        q = queries[start : start + rows]
-        index = torch.addmm(bank_sq, q, bank.T, alpha=-2).argmin(1)
-        distances.append(torch.linalg.vector_norm(q - bank[index], dim=1))
-        indices.append(index)
-    return torch.cat(distances), torch.cat(indices)
-
-
-def build_search_index(bank: torch.Tensor, dim: int = SEARCH_DIM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean [D], orthonormal PCA basis [D, r] and the bank's bound coordinates [M, r+1] for pruned search.
-
-    For an orthogonal projection P onto the top-r principal directions and residual norms rho,
-    |q - m|^2 >= |P(q - m)|^2 + (rho_q - rho_m)^2: a lower bound, as one small matrix product.
-    """
-    r = min(dim, bank.shape[1], max(0, bank.shape[0] - 1))
-    mean = bank.mean(0)
-    if r == 0 or bank.shape[0] < PRUNE_MIN_BANK:
-        return mean, bank.new_zeros(bank.shape[1], 0), bank.new_zeros(0, 0)
-    centred = (bank - mean).double()
-    _, vectors = torch.linalg.eigh(centred.T @ centred)
-    basis = vectors[:, -r:].flip(1).contiguous()
-    projected = centred @ basis
-    residual = (centred.pow(2).sum(1) - projected.pow(2).sum(1)).clamp_min(0).sqrt()
-    coords = torch.cat([projected, residual[:, None]], 1)
-    return mean, basis.float(), coords.float().contiguous()
-
-
-def pruned_neighbours(queries: torch.Tensor, bank: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor,
-                      coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact nearest neighbours, computing full distances only where the lower bound allows a win.
-
-    Per query: the bank item with the smallest bound gives an upper bound U on the NN distance
-    (its true distance); only items whose bound is below U (plus a float32 rounding margin) can be
-    nearer, and only those are measured exactly. Blocks where the bound prunes poorly fall back to
-    the brute-force product, so the worst case costs little more than brute force.
-    """
-    coords_sq = (coords * coords).sum(1)
-    margin_scale = PRUNE_TOLERANCE * float(coords_sq.max())
-    distances, indices = [], []
-    for start in range(0, queries.shape[0], PRUNE_ROWS):
-        q = queries[start : start + PRUNE_ROWS]
-        centred = q - mean
-        projected = centred @ basis
-        residual = (centred.pow(2).sum(1) - projected.pow(2).sum(1)).clamp_min(0).sqrt()
-        qc = torch.cat([projected, residual[:, None]], 1)
-        qc_sq = (qc * qc).sum(1)
-        bound = torch.addmm(coords_sq, qc, coords.T, alpha=-2).add_(qc_sq[:, None])
-        guess = bound.argmin(1)
-        upper = (q - bank[guess]).pow(2).sum(1)
-        limit = upper * (1 + PRUNE_TOLERANCE) + PRUNE_TOLERANCE * qc_sq + margin_scale
-        row, item = (bound <= limit[:, None]).nonzero(as_tuple=True)
-        if len(row) > len(q) * max(PRUNE_MAX_CANDIDATES, bank.shape[0] // 64):
-            value, index = brute_force_neighbours(q, bank)
-            distances.append(value)
-            indices.append(index)
-            continue
-        d2 = torch.cat([(q[row[i : i + 8192]] - bank[item[i : i + 8192]]).pow(2).sum(1)
-                        for i in range(0, len(row), 8192)])
-        best = torch.full((len(q),), float("inf"), device=q.device).scatter_reduce_(0, row, d2, "amin")
-        hit = d2 == best[row]
-        index = torch.full((len(q),), bank.shape[0], dtype=torch.long, device=q.device)
-        index.scatter_reduce_(0, row[hit], item[hit], "amin")
-        distances.append(best.sqrt_())
-        indices.append(index)
-    return torch.cat(distances), torch.cat(indices)
-
-
-def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor,
-                       index: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact Euclidean nearest bank item of each query: (distance [N], index [N]).
-
-    With a search index (see `build_search_index`) the search is pruned by a lower bound, else brute force.
-    """
-    if index is not None and index[1].shape[1] > 0:
-        return pruned_neighbours(queries, bank, *index)
-    return brute_force_neighbours(queries, bank)
 
 
 def compact(features: torch.Tensor) -> torch.Tensor:
@@ -234,7 +79,7 @@ class PatchCore(MemoryBankModel):
         sigma: float = 4.0,
         seed: int = 0,
     ) -> None:
-        super().__init__(backbone, layers, pretrained, weights_file, backbone_dir)
+        super().__init__(BackboneConfig(backbone, layers, pretrained, weights_file, backbone_dir))
         if not 0 < coreset_ratio <= 1:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
         if num_neighbors < 1:

@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ad_core.components.backbone import BackboneConfig
+from ad_core.components.draws import seeded_generator
+from ad_core.components.patch_embedding import PatchEmbedder
 from ad_core.data.images import IMAGE_SUFFIXES, read_image
-from ad_core.features import FrozenBackbone, seeded_generator
 from ad_core.io import atomic_path
-from ad_core.patch_embedding import PatchEmbedder
 from ad_core.settings import resolve_device, settings
 from ad_core.training import seed_everything
 from ad_core.training.gradient import check_finite
@@ -56,11 +57,9 @@ class ImageFiles(Dataset):
 class DistillationTarget(torch.nn.Module):
     """A frozen backbone's PatchCore features pooled to `channels`, resized to the PDN's grid when they differ."""
 
-    def __init__(self, backbone: str, layers: Sequence[str | int], channels: int, pretrained: bool,
-                 weights_file: str | None, backbone_dir: str | None) -> None:
+    def __init__(self, backbone: BackboneConfig, channels: int) -> None:
         super().__init__()
-        self.backbone = FrozenBackbone(backbone, layers, pretrained=pretrained, weights_file=weights_file,
-                                       backbone_dir=backbone_dir)
+        self.backbone = backbone.frozen()
         self.embed = PatchEmbedder(self.backbone.channels, 3, PRETRAIN_EMBED_DIM, channels)
         self.channels = channels
 
@@ -110,7 +109,8 @@ def distill_teacher(
     data = ImageFiles(images, image_size)
     loader = DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True, drop_last=True,
                         num_workers=settings.num_workers, generator=seeded_generator(seed))
-    target_net = DistillationTarget(backbone, layers, OUT_CHANNELS, pretrained, weights_file, backbone_dir).to(dev)
+    config = BackboneConfig(backbone, layers, pretrained, weights_file, backbone_dir)
+    target_net = DistillationTarget(config, OUT_CHANNELS).to(dev)
     pdn = build_pdn(size, OUT_CHANNELS, padding=True).to(dev)
     show = settings.progress if progress is None else progress
     batches = _batches(loader, dev)
