@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from ad_core import __version__
 from ad_core.detector import Detector
 from ad_core.io import atomic_path, write_json
+from ad_core.preprocessing import PreProcessor
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -112,7 +113,8 @@ def load_model(path: str | Path, expected_model: str | None = None, device: str 
     if "pretrained" in hparams:
         hparams["pretrained"] = False  # the backbone's weights are in the checkpoint itself
     model, _ = build_model(meta["model"], **hparams)
-    detector = Detector(model, normalize=bool(meta.get("normalize", True)))
+    pre = PreProcessor.from_run({**meta.get("run", {}), "normalize": bool(meta.get("normalize", True))})
+    detector = Detector(model, pre=pre)
     try:
         detector.load_state_dict(state, strict=True)
     except RuntimeError as exc:

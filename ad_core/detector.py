@@ -1,6 +1,6 @@
 """A trained model with its pre- and post-processing, as one `nn.Module` (DESIGN §4).
 
-Normalisation before the model and 0–1 score normalisation and thresholding after it are buffers,
+Pre-processing before the model (`ad_core.preprocessing`) and 0–1 score normalisation and thresholding after it are buffers,
 saved in the same safetensors file as the model, so every path that loads a checkpoint runs the
 very same steps.
 """
@@ -12,22 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ad_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ad_core.preprocessing import PreProcessor
 from ad_core.types import Prediction
-
-
-class PreProcessor(nn.Module):
-    """ImageNet normalisation of [0,1] images (identity when `normalize=False`)."""
-
-    def __init__(self, normalize: bool = True) -> None:
-        super().__init__()
-        mean = IMAGENET_MEAN if normalize else (0.0, 0.0, 0.0)
-        std = IMAGENET_STD if normalize else (1.0, 1.0, 1.0)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (images - self.mean.to(images)) / self.std.to(images)
 
 
 class PostProcessor(nn.Module):
@@ -65,16 +51,22 @@ class Detection:
 
 
 class Detector(nn.Module):
-    """`pre` → plugin `model` → `post`; `predict` takes [0,1] images at the model's image size."""
+    """`pre` → plugin `model` → `post`; `predict` takes [0,1] images, maps come back at the input's size.
 
-    def __init__(self, model: nn.Module, normalize: bool = True) -> None:
+    `pre` defaults to ImageNet normalisation without resizing (identity with `normalize=False`).
+    """
+
+    def __init__(self, model: nn.Module, normalize: bool = True, pre: PreProcessor | None = None) -> None:
         super().__init__()
-        self.pre = PreProcessor(normalize)
+        self.pre = PreProcessor(normalize) if pre is None else pre
         self.model = model
         self.post = PostProcessor()
 
     def predict(self, images: torch.Tensor) -> Prediction:
-        return self.model.predict(self.pre(images))
+        pred = self.model.predict(self.pre(images))
+        if pred.anomaly_map is None:
+            return pred
+        return Prediction(score=pred.score, anomaly_map=self.pre.restore_map(pred.anomaly_map, images.shape[-2:]))
 
     def detect(self, images: torch.Tensor) -> Detection:
         """Predict and apply the stored threshold and 0–1 normalisation."""

@@ -23,6 +23,7 @@ from ad_core.detector import Detector
 from ad_core.io import write_json
 from ad_core.metrics import PixelMetrics, evaluate
 from ad_core.metrics.evaluate import THRESHOLD_METHODS, check_threshold_method
+from ad_core.preprocessing import PreProcessor
 from ad_core.reports import format_table, plot_histogram, plot_roc, save_map_panels, write_results
 from ad_core.settings import resolve_device, settings
 from ad_core.training import seed_everything, trainer_class
@@ -165,7 +166,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     image_size, batch_size = run["image_size"], int(run["batch_size"])
     train_set = get_dataset(dataset, category, "train", image_size=image_size, root=root)
     test_set = get_dataset(dataset, category, "test", image_size=image_size, root=root)
-    detector = Detector(model, normalize=bool(run.get("normalize", True)))
+    detector = Detector(model, pre=PreProcessor.from_run(run))
     out = Path(output_dir or settings.output_dir) / dataset / category / config.name
     out.mkdir(parents=True, exist_ok=True)
 

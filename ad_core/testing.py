@@ -28,6 +28,7 @@ from ad_core.checkpoint import load_model, save_checkpoint
 from ad_core.data import DemoDataset
 from ad_core.detector import Detector
 from ad_core.metrics import auroc
+from ad_core.preprocessing import PreProcessor
 from ad_core.runner import preprocessed
 from ad_core.training import seed_everything, trainer_class
 from ad_core.types import collate
@@ -65,7 +66,7 @@ def fit_tiny(model_name: str, overrides: dict[str, Any], image_size: int, catego
     """Build with pretrained=False and fit on the demo set's normal images, offline, on the CPU."""
     seed_everything(seed)
     model, config = build_model(model_name, **{**overrides, "pretrained": False})
-    detector = Detector(model, normalize=bool(config.run.get("normalize", True)))
+    detector = Detector(model, pre=PreProcessor.from_run({**config.run, "image_size": image_size}))
     train = DemoDataset(category=category, split="train", image_size=image_size, n_train=n_train, seed=seed)
     loader = DataLoader(train, batch_size=int(config.run.get("batch_size", 8)), shuffle=False, collate_fn=collate)
     trainer = trainer_class(config.spec.trainer)(

@@ -7,7 +7,7 @@ from ad_core.data.folder import FolderDataset, read_metadata_csv, write_metadata
 from ad_core.data.images import ImageReadError, read_image, read_mask
 from ad_core.data.mvtec import MVTEC_CATEGORIES, MVTecAD
 from ad_core.data.synthetic import DEFECTS, DEMO_CATEGORIES, DemoDataset, render, write_demo_dataset
-from ad_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform, MaskTransform, to_size
+from ad_core.data.transforms import ImageTransform, MaskTransform, to_size
 from ad_core.data.visa import VISA_CATEGORIES, VisA
 
 __all__ = [
@@ -16,8 +16,6 @@ __all__ = [
     "DATASETS",
     "DEFECTS",
     "DEMO_CATEGORIES",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "MVTEC_CATEGORIES",
     "VISA_CATEGORIES",
     "DatasetLayoutError",

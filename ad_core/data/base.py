@@ -64,14 +64,13 @@ class ImageDataset(Dataset):
     """Map-style dataset of `Sample`s from records; images are read and resized lazily."""
 
     def __init__(self, records: list[Record], split: str, image_size: int | tuple[int, int] = 256,
-                 normalize: bool = False, name: str = "custom") -> None:
+                 name: str = "custom") -> None:
         self.records = records
         self.split = check_split(split)
         self.name = name
         self.image_size = to_size(image_size)
-        self.normalize = normalize
         self.categories = sorted({r.category for r in records})
-        self.image_transform = ImageTransform(self.image_size, normalize)
+        self.image_transform = ImageTransform(self.image_size)
         self.mask_transform = MaskTransform(self.image_size)
 
     def __len__(self) -> int:

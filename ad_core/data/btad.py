@@ -15,7 +15,7 @@ class BTAD(ImageDataset):
     """The MVTec-like BTAD layout where normal is `ok`; masks may be .png or .bmp, with or without `_mask`."""
 
     def __init__(self, root: str | Path, category: str | list[str] = "all", split: str = "train",
-                 image_size: int | tuple[int, int] = 256, normalize: bool = False, require_masks: bool = True) -> None:
+                 image_size: int | tuple[int, int] = 256, require_masks: bool = True) -> None:
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DatasetLayoutError(f"BTAD root {root} does not exist; expected {LAYOUT}")
@@ -23,4 +23,4 @@ class BTAD(ImageDataset):
         available = [c for c in subfolders(root) if (root / c / "train" / "ok").is_dir()]
         categories = resolve_categories(category, available, f"BTAD at {root}")
         records = [r for c in categories for r in mvtec_records(root, c, split, require_masks, normal_name="ok")]
-        super().__init__(records, split, image_size, normalize, name="btad")
+        super().__init__(records, split, image_size, name="btad")

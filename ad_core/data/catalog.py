@@ -36,24 +36,24 @@ def dataset_root(name: str, root: str | Path | None = None) -> Path:
 
 
 def get_dataset(name: str, category: str | list[str] = "all", split: str = "train",
-                image_size: int | tuple[int, int] = 256, normalize: bool = False, root: str | Path | None = None,
+                image_size: int | tuple[int, int] = 256, root: str | Path | None = None,
                 **kwargs: Any) -> ImageDataset:
     """A built-in dataset by name; any other name is a folder dataset under `dataset_dir/<name>`."""
     key = name.lower()
     if key == "demo":
-        return DemoDataset(category=category, split=split, image_size=image_size, normalize=normalize, **kwargs)
+        return DemoDataset(category=category, split=split, image_size=image_size, **kwargs)
     path = dataset_root(name, root)
     if key in DATASETS:
-        return DATASETS[key](path, category, split, image_size, normalize, **kwargs)
+        return DATASETS[key](path, category, split, image_size, **kwargs)
     plugin_factory = _plugin_datasets().get(key)
     if plugin_factory is not None:
-        return resolve_ref(plugin_factory)(path, category, split, image_size, normalize, **kwargs)
+        return resolve_ref(plugin_factory)(path, category, split, image_size, **kwargs)
     if not path.is_dir():
         raise DatasetLayoutError(
             f"unknown dataset {name!r}: it is not built in ({', '.join(DATASETS)}) and {path} does not exist. "
             "Put your images in <dataset_dir>/<name>/<category>/{normal,abnormal,mask} or pass root=..."
         )
-    return FolderDataset(path, category, split, image_size, normalize, **kwargs)
+    return FolderDataset(path, category, split, image_size, **kwargs)
 
 
 def list_categories(name: str, root: str | Path | None = None) -> list[str]:

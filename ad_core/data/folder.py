@@ -87,7 +87,7 @@ class FolderDataset(ImageDataset):
     """A custom dataset, one folder per category, in the simple or the MVTec layout."""
 
     def __init__(self, root: str | Path, category: str | list[str] = "all", split: str = "train",
-                 image_size: int | tuple[int, int] = 256, normalize: bool = False, test_fraction: float = 0.2,
+                 image_size: int | tuple[int, int] = 256, test_fraction: float = 0.2,
                  seed: int = 0) -> None:
         root = Path(root).expanduser()
         if not root.is_dir():
@@ -104,4 +104,4 @@ class FolderDataset(ImageDataset):
             records += [r for s, r in read_metadata_csv(csv_path, cat) if s == split]
         if not records:
             raise DatasetLayoutError(f"no {split} images for {categories} under {root}")
-        super().__init__(records, split, image_size, normalize, name=root.name)
+        super().__init__(records, split, image_size, name=root.name)

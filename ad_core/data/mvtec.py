@@ -71,11 +71,11 @@ class MVTecAD(ImageDataset):
     """`root/<category>/{train/good, test/<defect>, ground_truth/<defect>}`; categories found on disk."""
 
     def __init__(self, root: str | Path, category: str | list[str] = "all", split: str = "train",
-                 image_size: int | tuple[int, int] = 256, normalize: bool = False, require_masks: bool = True) -> None:
+                 image_size: int | tuple[int, int] = 256, require_masks: bool = True) -> None:
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DatasetLayoutError(f"MVTec AD root {root} does not exist; expected {LAYOUT}")
         categories = resolve_categories(category, mvtec_categories(root), f"MVTec AD at {root}")
         check_split(split)
         records = [r for c in categories for r in mvtec_records(root, c, split, require_masks)]
-        super().__init__(records, split, image_size, normalize, name="mvtec")
+        super().__init__(records, split, image_size, name="mvtec")

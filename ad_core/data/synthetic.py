@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ad_core.data.base import ImageDataset, Record, check_split, resolve_categories
-from ad_core.data.transforms import imagenet_normalize, to_size
+from ad_core.data.transforms import to_size
 from ad_core.types import Sample
 
 TEXTURES = ["weave", "grain", "brushed_metal"]
@@ -184,7 +184,7 @@ class DemoDataset(ImageDataset):
     """The synthetic demo set: `n_train` normal training images; normal and anomalous test images per category."""
 
     def __init__(self, root: str | Path | None = None, category: str | list[str] = "all", split: str = "train",
-                 image_size: int | tuple[int, int] = 256, normalize: bool = False, n_train: int = 40,
+                 image_size: int | tuple[int, int] = 256, n_train: int = 40,
                  n_test_normal: int = 10, n_test_anomalous: int = 10, seed: int = 0,
                  defect_scale: float = 1.0) -> None:
         check_split(split)
@@ -199,7 +199,7 @@ class DemoDataset(ImageDataset):
             records += [Record(f"demo://{cat}/test/good/{i:03d}", 0, cat) for i in range(n_test_normal)]
             records += [Record(f"demo://{cat}/test/{DEFECTS[i % len(DEFECTS)]}/{i:03d}", 1, cat,
                                DEFECTS[i % len(DEFECTS)]) for i in range(n_test_anomalous)]
-        super().__init__(records, split, image_size, normalize, name="demo")
+        super().__init__(records, split, image_size, name="demo")
 
     def __getitem__(self, index: int) -> Sample:
         record = self.records[int(index)]
@@ -207,8 +207,6 @@ class DemoDataset(ImageDataset):
         image, mask = render(record.category, f"{self.split}-{record.defect_type}", number, self.image_size, self.seed,
                              None if record.label == 0 else record.defect_type, self.defect_scale)
         tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
-        if self.normalize:
-            tensor = imagenet_normalize(tensor)
         return Sample(image=tensor, label=record.label, mask=torch.from_numpy(mask.astype(np.float32)),
                       path=record.path, category=record.category, defect_type=record.defect_type)
 

@@ -31,7 +31,7 @@ class VisA(ImageDataset):
     """`root/<category>/Data/{Images,Masks}/...`, split and labels from `root/split_csv/1cls.csv`."""
 
     def __init__(self, root: str | Path, category: str | list[str] = "all", split: str = "train",
-                 image_size: int | tuple[int, int] = 256, normalize: bool = False, require_masks: bool = True) -> None:
+                 image_size: int | tuple[int, int] = 256, require_masks: bool = True) -> None:
         root = Path(root).expanduser()
         check_split(split)
         rows = read_split(root)
@@ -55,4 +55,4 @@ class VisA(ImageDataset):
                                      "pass require_masks=False to go on without them")
         if not records:
             raise DatasetLayoutError(f"no {split} images for {categories} in {root / SPLIT_FILE}")
-        super().__init__(records, split, image_size, normalize, name="visa")
+        super().__init__(records, split, image_size, name="visa")

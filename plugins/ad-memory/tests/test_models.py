@@ -10,18 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from ad_memory import patchcore as patchcore_module
 from ad_memory import plugin
 from ad_memory.dfkde import Dfkde
 from ad_memory.padim import Padim
-from ad_memory.patchcore import (
-    PatchCore,
-    build_search_index,
-    greedy_coreset,
-    nearest_neighbours,
-)
+from ad_memory.patchcore import PatchCore
 
-from ad_core.patch_embedding import PatchEmbedder, adaptive_pool_plan
+from ad_core.components.knn import nearest_neighbours
 from ad_core.specs import RUN_KEYS, resolve_ref
 
 SIZE = 64
@@ -155,106 +149,6 @@ def test_backbone_stays_frozen_in_train_mode(fitted, test_set) -> None:
 
 
 # -- PatchCore ---------------------------------------------------------------------------------------
-def reference_embedding(features: list[torch.Tensor], pretrain_dim: int, target_dim: int) -> torch.Tensor:
-    """The authors' aggregation written literally: unfold 3x3, upsample the unfolded maps,
-    adaptive-pool each flattened C*3*3 vector, stack layers, adaptive-pool again."""
-    h, w = features[0].shape[-2:]
-    per_layer = []
-    for feature in features:
-        b, c = feature.shape[:2]
-        unfolded = F.unfold(feature, kernel_size=3, padding=1).view(b, c * 9, *feature.shape[-2:])
-        if unfolded.shape[-2:] != (h, w):
-            unfolded = F.interpolate(unfolded, size=(h, w), mode="bilinear", align_corners=False)
-        vectors = unfolded.flatten(2).transpose(1, 2).reshape(-1, 1, c * 9)
-        per_layer.append(F.adaptive_avg_pool1d(vectors, pretrain_dim)[:, 0])
-    stacked = torch.stack(per_layer, 1).reshape(len(per_layer[0]), 1, -1)
-    return F.adaptive_avg_pool1d(stacked, target_dim)[:, 0]
-
-
-@pytest.mark.parametrize("channels,pretrain_dim,target_dim", [
-    ((512, 1024), 1024, 1024),  # wide_resnet50_2 layer2+3, the default
-    ((128, 256), 1024, 1024),  # resnet18
-    ((64, 128, 256), 384, 300),  # uneven bins that straddle channels and layers
-])
-def test_patch_embedding_equals_authors_formulation(channels, pretrain_dim, target_dim) -> None:
-    torch.manual_seed(0)
-    features = [torch.randn(2, c, 8 >> i, 8 >> i) for i, c in enumerate(channels)]
-    embedder = PatchEmbedder(channels, 3, pretrain_dim, target_dim)
-    got, grid = embedder([f.contiguous(memory_format=torch.channels_last) for f in features])
-    assert grid == (8, 8)
-    torch.testing.assert_close(got, reference_embedding(features, pretrain_dim, target_dim), rtol=1e-5, atol=1e-5)
-
-
-def test_adaptive_pool_plan_matches_torch() -> None:
-    x = torch.randn(3, 1, 37)
-    for size in (5, 16, 37, 60):
-        index, weight = adaptive_pool_plan(37, size)
-        got = (x[:, 0, index] * weight.float()).sum(-1)
-        torch.testing.assert_close(got, F.adaptive_avg_pool1d(x, size)[:, 0])
-
-
-def eager_greedy_coreset(x: torch.Tensor, count: int) -> torch.Tensor:
-    """Textbook k-center greedy from the same start point, for comparison."""
-    start = int(((x - x.mean(0)) ** 2).sum(1).argmax())
-    chosen = [start]
-    dist = ((x - x[start]) ** 2).sum(1)
-    for _ in range(count - 1):
-        dist[chosen] = -1
-        nxt = int(dist.argmax())
-        chosen.append(nxt)
-        dist = torch.minimum(dist, ((x - x[nxt]) ** 2).sum(1))
-    return torch.tensor(chosen)
-
-
-def test_greedy_coreset_is_exact_unique_and_takes_outliers_first() -> None:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(700, 16, generator=g, dtype=torch.float64)
-    outliers = torch.tensor([5, 300, 650])
-    x[outliers, torch.arange(3)] += 60.0  # far out, along different axes
-    chosen = greedy_coreset(x.float(), 50, block_size=64)
-    assert len(chosen) == 50 and len(torch.unique(chosen)) == 50
-    assert set(chosen[:3].tolist()) == set(outliers.tolist())
-    assert torch.equal(chosen, eager_greedy_coreset(x, 50))
-    assert torch.equal(greedy_coreset(x.float(), 700), torch.arange(700))
-    # duplicates: still unique indices, up to the number of points
-    dup = torch.zeros(20, 4)
-    assert len(torch.unique(greedy_coreset(dup, 20, block_size=8))) == 20
-
-
-def test_nearest_neighbours_matches_cdist() -> None:
-    g = torch.Generator().manual_seed(1)
-    queries, bank = torch.randn(300, 32, generator=g), torch.randn(90, 32, generator=g)
-    dist, index = nearest_neighbours(queries, bank)
-    ref = torch.cdist(queries.double(), bank.double())
-    torch.testing.assert_close(dist.double(), ref.min(1).values, rtol=1e-4, atol=1e-4)
-    assert torch.equal(index, ref.argmin(1))
-
-
-@pytest.mark.parametrize("structured", [True, False])
-def test_pruned_search_is_exact(structured: bool, monkeypatch) -> None:
-    """Clustered, low-rank data prunes well; isotropic noise prunes badly and takes the fallback."""
-    g = torch.Generator().manual_seed(2)
-    if structured:
-        centres = torch.randn(40, 128, generator=g) * 5
-        low_rank = torch.randn(1200, 8, generator=g) @ torch.randn(8, 128, generator=g)
-        bank = centres[torch.randint(0, 40, (1200,), generator=g)] + low_rank + 0.05 * torch.randn(1200, 128, generator=g)
-    else:
-        bank = torch.randn(1200, 128, generator=g)
-    queries = torch.cat([bank[:200] + 0.01 * torch.randn(200, 128, generator=g),  # near-duplicates
-                         bank[200:400] * 1.5, torch.randn(100, 128, generator=g) * 4])
-    index = build_search_index(bank)
-    assert index[1].shape == (128, 64) and index[2].shape == (1200, 65)
-    fallbacks = []
-    original = patchcore_module.brute_force_neighbours
-    monkeypatch.setattr(patchcore_module, "brute_force_neighbours",
-                        lambda q, b: fallbacks.append(len(q)) or original(q, b))
-    dist, idx = nearest_neighbours(queries, bank, index)
-    ref = torch.cdist(queries.double(), bank.double())
-    assert torch.equal(idx, ref.argmin(1))
-    torch.testing.assert_close(dist.double(), ref.min(1).values, rtol=1e-4, atol=1e-4)
-    assert (not fallbacks) if structured else fallbacks
-
-
 def test_patchcore_streaming_pool_stays_within_budget(train_images, test_set) -> None:
     torch.manual_seed(0)
     budget = 100  # 64x64 images give 8x8 = 64 patches each

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from ad_core.backbones import MissingWeightsError, WeightsMismatchError, read_state_dict
-from ad_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_size
+from ad_core.data.transforms import to_size
 from ad_core.model import AnomalyModel
+from ad_core.preprocessing import IMAGENET_MEAN, IMAGENET_STD, normalize
 from ad_kd.efficientad.networks import OUT_CHANNELS, AutoEncoder, build_pdn, check_image_size
 
 # torch.quantile refuses tensors above 2**24 elements; kthvalue has no such limit.
@@ -44,10 +45,9 @@ def hard_feature_loss(distance: torch.Tensor, q: float = 0.999) -> torch.Tensor:
 
 
 def normalize_images(images: torch.Tensor) -> torch.Tensor:
-    """ImageNet normalisation on the images' own device (the networks expect it; augmentations do not)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images - mean) / std
+    """The pre-processor's ImageNet normalisation, applied inside the model: the networks expect it, but the
+    augmentations work on [0,1] images, so EfficientAD's spec keeps the detector's pre-processor the identity."""
+    return normalize(images, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def load_teacher(teacher: torch.nn.Module, path: str | Path) -> None:

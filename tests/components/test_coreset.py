@@ -1,0 +1,48 @@
+"""Greedy k-center coreset: the lazy blocked selection equals the textbook greedy loop."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ad_core.components.coreset import greedy_coreset, sparse_random_projection
+
+
+def eager_greedy_coreset(x: torch.Tensor, count: int) -> torch.Tensor:
+    """Textbook k-center greedy from the same start point, for comparison."""
+    start = int(((x - x.mean(0)) ** 2).sum(1).argmax())
+    chosen = [start]
+    dist = ((x - x[start]) ** 2).sum(1)
+    for _ in range(count - 1):
+        dist[chosen] = -1
+        nxt = int(dist.argmax())
+        chosen.append(nxt)
+        dist = torch.minimum(dist, ((x - x[nxt]) ** 2).sum(1))
+    return torch.tensor(chosen)
+
+
+def test_greedy_coreset_is_exact_unique_and_takes_outliers_first() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(700, 16, generator=g, dtype=torch.float64)
+    outliers = torch.tensor([5, 300, 650])
+    x[outliers, torch.arange(3)] += 60.0  # far out, along different axes
+    chosen = greedy_coreset(x.float(), 50, block_size=64)
+    assert len(chosen) == 50 and len(torch.unique(chosen)) == 50
+    assert set(chosen[:3].tolist()) == set(outliers.tolist())
+    assert torch.equal(chosen, eager_greedy_coreset(x, 50))
+    assert torch.equal(greedy_coreset(x.float(), 700), torch.arange(700))
+    # duplicates: still unique indices, up to the number of points
+    dup = torch.zeros(20, 4)
+    assert len(torch.unique(greedy_coreset(dup, 20, block_size=8))) == 20
+
+
+def test_sparse_random_projection_is_seeded_sparse_and_scaled() -> None:
+    a, b = sparse_random_projection(400, 50, seed=3), sparse_random_projection(400, 50, seed=3)
+    assert torch.equal(a, b) and not torch.equal(a, sparse_random_projection(400, 50, seed=4))
+    scale = math.sqrt(math.sqrt(400) / 50)  # sqrt(1 / (density * dim_out)), density = 1/sqrt(400)
+    values = torch.unique(a)
+    assert len(values) == 3 and values[1] == 0
+    torch.testing.assert_close(values[[0, 2]], torch.tensor([-scale, scale]))
+    density = float((a != 0).float().mean())
+    assert abs(density - 1 / 20) < 0.01
