@@ -6,7 +6,6 @@ so they live in the core rather than in one plugin.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 

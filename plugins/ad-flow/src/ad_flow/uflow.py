@@ -52,8 +52,10 @@ class MultiScaleCait(nn.Module):
 
     def __init__(self, pretrained: bool, backbone_dir: str | None) -> None:
         super().__init__()
-        self.parts = nn.ModuleList(FrozenViT(BackboneConfig(name, (block,), pretrained, backbone_dir=backbone_dir), size)
-                                   for name, size, block in MCAIT_PARTS)
+        self.parts = nn.ModuleList(
+            FrozenViT(BackboneConfig(name, (block,), pretrained, backbone_dir=backbone_dir), size)
+            for name, size, block in MCAIT_PARTS
+        )
         self.channels = [part.channels[0] for part in self.parts]
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:

@@ -7,6 +7,8 @@ is a timm feature extractor of the same name and layers, randomly initialised, w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
