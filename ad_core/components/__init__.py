@@ -8,8 +8,8 @@ public ones:
 - vit: `FrozenViT` (patch-14 / register-token transformers, e.g. DINOv2 with registers)
 - patch_embedding: `PatchEmbedder` (PatchCore's locally aware patch features)
 - maps: `resize_map`, `gaussian_blur`, `gaussian_kernel1d`
-- coreset: `greedy_coreset`, `sparse_random_projection`; knn: `knn`, `nearest_neighbours`, `build_search_index`
-- kmeans: `kmeans`, `kmeans_plus_plus`; pca: `fit_pca`, `PCAFit`
+- coreset: `greedy_coreset`, `sparse_random_projection`; knn: `knn_search`, `nearest_neighbours`, `build_search_index`
+- kmeans: `fit_kmeans`, `kmeans_plus_plus`; pca: `fit_pca`, `PCAFit`
 - losses: `ssim`, `ssim_loss`, `focal_loss`
 - synthesis: Perlin noise and masks, texture sources, blending, feature noise
 """
@@ -32,10 +32,10 @@ _HOMES = {
     "gaussian_kernel1d": "maps",
     "greedy_coreset": "coreset",
     "sparse_random_projection": "coreset",
-    "knn": "knn",
+    "knn_search": "knn",
     "nearest_neighbours": "knn",
     "build_search_index": "knn",
-    "kmeans": "kmeans",
+    "fit_kmeans": "kmeans",
     "kmeans_plus_plus": "kmeans",
     "fit_pca": "pca",
     "PCAFit": "pca",

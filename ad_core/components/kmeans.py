@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ad_core.components.knn import knn
+from ad_core.components.knn import knn_search
 
 
 def kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -29,7 +29,7 @@ def kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator) -
     return points[torch.tensor(chosen, device=points.device)].clone()
 
 
-def kmeans(points: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 100,
+def fit_kmeans(points: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 100,
            tolerance: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster [N, D] points into k: (centres [k, D], label of each point [N]).
 
@@ -41,14 +41,14 @@ def kmeans(points: torch.Tensor, k: int, generator: torch.Generator, iterations:
     x = points.float()
     centres = kmeans_plus_plus(x, k, generator)
     scale = float(x.var(0).sum()) or 1.0
-    labels = knn(x, centres, 1)[1][:, 0]
+    labels = knn_search(x, centres, 1)[1][:, 0]
     for _ in range(iterations):
         sums = torch.zeros_like(centres).index_add_(0, labels, x)
         counts = torch.bincount(labels, minlength=k).to(x.dtype)
         updated = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
         shift = float((updated - centres).pow(2).sum(1).max())
         centres = updated
-        labels = knn(x, centres, 1)[1][:, 0]
+        labels = knn_search(x, centres, 1)[1][:, 0]
         if shift <= tolerance * scale:
             break
     return centres, labels

@@ -1,6 +1,6 @@
 """Exact nearest-neighbour search of queries in a bank, by blocks so memory stays bounded.
 
-`knn` gives the k nearest bank items; `nearest_neighbours` the nearest one, optionally pruned by a PCA
+`knn_search` gives the k nearest bank items; `nearest_neighbours` the nearest one, optionally pruned by a PCA
 lower bound on distances (`build_search_index`), which rules out most bank items at a fraction of the
 cost of brute force while returning exactly the brute-force answer.
 """
@@ -21,16 +21,17 @@ PRUNE_MIN_BANK = 1024
 PRUNE_MAX_CANDIDATES = 16
 
 
-def knn(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def knn_search(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The `k` nearest bank items of each query, nearest first: (Euclidean distances [N, k], indices [N, k]).
 
-    Candidates are chosen by blocks of |m|^2 - 2 q.m (at most `NN_BLOCK_ELEMENTS` distances at once);
-    the distances to the chosen items are then measured directly, free of the expansion's cancellation.
+    Candidates are chosen by blocks of |m|^2 - 2 q.m; the distances to the chosen items are then measured
+    directly, free of the expansion's cancellation. A block holds at most `NN_BLOCK_ELEMENTS` distances and
+    as many elements of the chosen items' differences.
     """
     if not 1 <= k <= bank.shape[0]:
         raise ValueError(f"k must be in [1, {bank.shape[0]}] (the bank size), got {k}")
     bank_sq = (bank * bank).sum(1)
-    rows = max(1, NN_BLOCK_ELEMENTS // max(1, bank.shape[0]))
+    rows = max(1, NN_BLOCK_ELEMENTS // max(1, bank.shape[0], k * bank.shape[1]))
     distances, indices = [], []
     for start in range(0, queries.shape[0], rows):
         q = queries[start : start + rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ad_core.components.kmeans import kmeans, kmeans_plus_plus
+from ad_core.components.kmeans import fit_kmeans, kmeans_plus_plus
 
 
 def blobs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -17,7 +17,7 @@ def blobs() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_kmeans_recovers_separated_clusters_and_their_means() -> None:
     points, truth = blobs()
-    centres, labels = kmeans(points, 3, torch.Generator().manual_seed(1))
+    centres, labels = fit_kmeans(points, 3, torch.Generator().manual_seed(1))
     for cluster in range(3):
         members = labels == labels[truth == cluster][0]
         assert torch.equal(members, truth == cluster)  # the same partition, up to renaming
@@ -28,9 +28,9 @@ def test_kmeans_recovers_separated_clusters_and_their_means() -> None:
 def test_kmeans_is_seeded_by_its_generator_only() -> None:
     points, _ = blobs()
     torch.manual_seed(0)
-    a = kmeans(points, 5, torch.Generator().manual_seed(7))
+    a = fit_kmeans(points, 5, torch.Generator().manual_seed(7))
     torch.manual_seed(99)
-    b = kmeans(points, 5, torch.Generator().manual_seed(7))
+    b = fit_kmeans(points, 5, torch.Generator().manual_seed(7))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
@@ -39,4 +39,4 @@ def test_kmeans_plus_plus_picks_distinct_points_even_with_duplicates() -> None:
     centres = kmeans_plus_plus(points, 3, torch.Generator().manual_seed(0))
     assert len({tuple(c.tolist()) for c in centres}) == 2  # both distinct points are chosen before repeats
     with pytest.raises(ValueError, match="1 <= k <= N"):
-        kmeans(points, 7, torch.Generator())
+        fit_kmeans(points, 7, torch.Generator())

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ad_core.components import knn as knn_module
-from ad_core.components.knn import build_search_index, knn, nearest_neighbours
+from ad_core.components.knn import build_search_index, knn_search, nearest_neighbours
 
 
 def test_nearest_neighbours_matches_cdist() -> None:
@@ -44,12 +44,12 @@ def test_pruned_search_is_exact(structured: bool, monkeypatch) -> None:
 
 
 def test_knn_returns_the_k_nearest_in_order_in_small_blocks(monkeypatch) -> None:
-    monkeypatch.setattr(knn_module, "NN_BLOCK_ELEMENTS", 90 * 7)  # 7 queries per block
+    monkeypatch.setattr(knn_module, "NN_BLOCK_ELEMENTS", 90 * 7)  # 7 queries per block (bank of 90, k * D = 64)
     g = torch.Generator().manual_seed(3)
     queries, bank = torch.randn(50, 16, generator=g), torch.randn(90, 16, generator=g)
-    dist, index = knn(queries, bank, 4)
+    dist, index = knn_search(queries, bank, 4)
     ref = torch.cdist(queries.double(), bank.double()).topk(4, dim=1, largest=False)
     assert torch.equal(index, ref.indices)
     torch.testing.assert_close(dist.double(), ref.values, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="k must be in"):
-        knn(queries, bank, 91)
+        knn_search(queries, bank, 91)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ad_core.backbones import create_model
+from ad_core.components.backbone import BackboneConfig
 from ad_core.model import AnomalyModel
 from ad_core.types import Batch
 
@@ -29,10 +30,11 @@ class EfficientNetStage(nn.Module):
     timm's `features_only` levels, so the network is cut by hand.
     """
 
-    def __init__(self, name: str, stage: int, pretrained: bool = True, weights_file: str | None = None,
-                 backbone_dir: str | None = None) -> None:
+    def __init__(self, backbone: BackboneConfig, stage: int) -> None:
         super().__init__()
-        full = create_model(name, pretrained=pretrained, weights_file=weights_file, backbone_dir=backbone_dir)
+        name = backbone.name
+        full = create_model(name, pretrained=backbone.pretrained, weights_file=backbone.weights_file,
+                            backbone_dir=backbone.backbone_dir)
         if not all(hasattr(full, attr) for attr in ("conv_stem", "bn1", "blocks")):
             raise ValueError(f"CS-Flow needs an EfficientNet-style timm backbone (conv_stem, bn1, blocks), "
                              f"got {name!r}")
@@ -189,7 +191,7 @@ class CSFlow(AnomalyModel):
             raise ValueError(f"n_coupling_blocks must be at least 1, got {n_coupling_blocks}")
         self.map_mode = map_mode
         self.lr, self.weight_decay, self.adam_eps = float(lr), float(weight_decay), float(adam_eps)
-        self.extractor = EfficientNetStage(backbone, stage, pretrained, weights_file, backbone_dir)
+        self.extractor = EfficientNetStage(BackboneConfig(backbone, (), pretrained, weights_file, backbone_dir), stage)
         sizes = list(kernel_sizes) if kernel_sizes is not None else [3] * (n_coupling_blocks - 1) + [5]
         self.flow = CrossScaleFlow(self.extractor.channels, n_coupling_blocks, hidden_channels, sizes, clamp,
                                    leaky_slope, seed)
