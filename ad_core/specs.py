@@ -28,7 +28,6 @@ RUN_KEYS = frozenset(
         "device",
         "grad_clip",
         "early_stopping_patience",
-        "val_metric",
         "threshold_method",
         "k_sigma",
         "pretrained",
@@ -38,6 +37,9 @@ RUN_KEYS = frozenset(
         "resume",
         "checkpoint_every",
         "on_missing_weights",
+        "precision",
+        "ema_decay",
+        "accumulate_grad_batches",
     }
 )
 
