@@ -1,6 +1,6 @@
 """The shared training state: a round trip restores model, optimiser, scheduler and the torch, Python and NumPy
-generators; the safetensors file
-is the truth when the readable record is stale; another model's state is a clear error."""
+generators; the safetensors file is the truth when the readable record is stale; another model's state is a
+clear error."""
 
 from __future__ import annotations
 
