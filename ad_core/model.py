@@ -89,6 +89,10 @@ class AnomalyModel(nn.Module):
         """Thresholds the model sets by itself, with no data (U-Flow's NFA): none by default."""
         return {}
 
+    def fit_fingerprint(self) -> dict[str, Any]:
+        """Facts of this fit (known after `on_fit_start`) a resumed run must share, e.g. its training images."""
+        return {}
+
     def fit_notes(self) -> list[str]:
         """What a reader of the results must know about the fit (a substitute used ...): nothing by default."""
         return []

@@ -47,6 +47,10 @@ class FittableModel(Model, Protocol):
         """Post-fit statistics in eval mode; must leave the model fitted."""
         ...
 
+    def fit_fingerprint(self) -> dict[str, Any]:
+        """Facts of this fit (known after `on_fit_start`) a resumed run must share, e.g. its training images."""
+        ...
+
     def fit_notes(self) -> list[str]:
         """What a reader of the results must know about this fit (substitutes used ...)."""
         ...

@@ -5,14 +5,16 @@ validation metric, exact checkpoint + resume, and a progress bar.
 The model's side (declared by `ad_core.protocols.TrainableModel`, defaults in `ad_core.model.AnomalyModel`),
 in the order the trainer calls it:
 
-- `on_fit_start(loader)`: a data pass before any gradient step (statistics, a held-out split ...).
+- `on_fit_start(loader)`: a data pass before any gradient step (statistics, a held-out split ...); then
+  `fit_fingerprint() -> dict` (facts of this fit a resume must share, e.g. the training images).
 - `configure_optimizers(plan: TrainingPlan)`: `plan` has `total_steps`, `steps_per_epoch`, `num_epochs`,
   `max_steps` (optimiser steps). Returns an optimiser, a list of them, a dict `{"optimizer", "scheduler",
   "interval": "epoch"|"step"}` or a list of such dicts.
 - per epoch: `on_train_epoch_start(epoch)`, then per batch `training_step(batch, ctx) -> loss | {"loss": ...} |
   None` (None: the batch is skipped, no step), `on_train_batch_end(step)` after each optimiser step, then
   `on_train_epoch_end(epoch)` (`epoch` counts finished epochs).
-- `on_fit_end(loader)` then `finalize()` in eval mode (post-fit statistics; the default marks the model fitted).
+- `on_fit_end(loader)` then `finalize()` in eval mode (post-fit statistics; the default marks the model fitted),
+  and `fit_notes() -> list[str]` for the report.
 
 `automatic_optimization = True` (the default): the trainer zeroes the gradients, back-propagates the loss
 (divided by `accumulate_grad_batches`), clips to `grad_clip` and steps every optimiser. With
@@ -158,21 +160,21 @@ class GradientTrainer:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     # -- state ----------------------------------------------------------------------------------
-    def fingerprint(self, plan: TrainingPlan) -> dict[str, Any]:
+    def fingerprint(self, plan: TrainingPlan, model: TrainableModel) -> dict[str, Any]:
         """What a resumed run must share with the saved one."""
         o = self.options
-        return as_json({"plan": asdict(plan), "config": o.config,
+        return as_json({"plan": asdict(plan), "config": o.config, "model": model.fit_fingerprint(),
                         "trainer": {"grad_clip": o.grad_clip, "precision": o.precision, "ema_decay": o.ema_decay,
                                     "accumulate_grad_batches": o.accumulate_grad_batches,
                                     "early_stopping_patience": o.early_stopping_patience}})
 
-    def _check_saved(self, saved: SavedState, plan: TrainingPlan) -> None:
+    def _check_saved(self, saved: SavedState, plan: TrainingPlan, model: TrainableModel) -> None:
         restart = f"Resume with the saved run's settings, or delete {saved.directory} to start over."
         meta = saved.meta
         if meta.get("trainer") != TRAINER or "fingerprint" not in meta:
             raise TrainingStateError(f"{saved.directory} holds a training state not written by the gradient "
                                      f"trainer. {restart}")
-        differences = config_differences(meta["fingerprint"], self.fingerprint(plan))
+        differences = config_differences(meta["fingerprint"], self.fingerprint(plan, model))
         if differences:
             raise TrainingStateError(f"the training state in {saved.directory} was saved with other settings "
                                      f"({'; '.join(differences)}). {restart}")
@@ -186,7 +188,7 @@ class GradientTrainer:
             tensors["loader_generator"] = epoch_start if progress.batch_in_epoch else generator.get_state()
         if best is not None:
             tensors.update({f"best.{k}": v for k, v in best.items()})
-        meta = {"trainer": TRAINER, "fingerprint": self.fingerprint(plan), **asdict(progress),
+        meta = {"trainer": TRAINER, "fingerprint": self.fingerprint(plan, model), **asdict(progress),
                 "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None}
         save_training_state(self.options.checkpoint_dir, model, optimizers, [s.scheduler for s in ctx.schedulers],
                             meta, tensors)
@@ -211,7 +213,7 @@ class GradientTrainer:
         progress, best, pending_rng, epoch_start = Progress(), None, None, None
         saved = read_training_state(o.checkpoint_dir) if o.resume else None
         if saved is not None:
-            self._check_saved(saved, plan)
+            self._check_saved(saved, plan, model)
             saved.restore(model, optimizers, [s.scheduler for s in schedulers])
             extra = saved.extra
             if ema is not None:

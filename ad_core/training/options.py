@@ -75,7 +75,11 @@ RUN_OPTIONS = frozenset({"num_epochs", "max_steps", "grad_clip", "early_stopping
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """How long a fit runs, in optimiser steps, so schedules are sized from the run instead of the model."""
+    """How long a fit runs, in optimiser steps, so schedules are sized from the run instead of the model.
+
+    `steps_per_epoch` counts every batch of the loader (divided by `accumulate_grad_batches`); when a model skips
+    batches (`training_step` returns None) and the run is counted in epochs, `total_steps` is an upper bound.
+    """
 
     total_steps: int
     steps_per_epoch: int
