@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
 from ad_core.plugins import get_registry
+from ad_core.settings import settings
 from ad_core.specs import RUN_KEYS, ModelSpec
 
 RUN_DEFAULTS: dict[str, Any] = {"image_size": 256, "batch_size": 32, "normalize": True}
@@ -50,7 +53,26 @@ def resolve_config(name: str, **overrides: Any) -> ModelConfig:
 
 
 def build_model(name: str, **overrides: Any) -> tuple[nn.Module, ModelConfig]:
-    """Build a model by registered name or variant, e.g. `build_model("patchcore-r18", pretrained=False)`."""
+    """Build a model by registered name or variant, e.g. `build_model("patchcore-r18", pretrained=False)`.
+
+    A run's `allow_download` overrides the global setting while the model (and its backbone) is built.
+    """
     config = resolve_config(name, **overrides)
-    model = config.spec.load_factory()(**config.hyperparameters)
+    allow = config.run.get("allow_download")
+    with allowed_downloads(None if allow is None else bool(allow)):
+        model = config.spec.load_factory()(**config.hyperparameters)
     return model, config
+
+
+@contextmanager
+def allowed_downloads(allow: bool | None) -> Iterator[None]:
+    """`settings.allow_download` set to `allow` for the duration (unchanged when None)."""
+    if allow is None:
+        yield
+        return
+    before = settings.allow_download
+    settings.allow_download = allow
+    try:
+        yield
+    finally:
+        settings.allow_download = before

@@ -1,16 +1,24 @@
-"""An optional base class for models: the fitted flag and a `predict` that is hard to misuse.
+"""An optional base class for models: the fitted flag, a `predict` that is hard to misuse, and every training
+hook with a default.
 
-Plugins need not inherit from it (the core relies only on the `Model` protocol), but the
-first-party plugins do, so each model only writes `compute(images) -> (score, map)`.
+Plugins need not inherit from it (the core types against the protocols in `ad_core.protocols`), but the
+first-party plugins do, so each model only writes `compute(images) -> (score, map)` and the hooks it needs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ad_core.components.maps import resize_map
-from ad_core.types import Prediction
+from ad_core.types import Batch, Prediction
+
+if TYPE_CHECKING:
+    from ad_core.training.context import StepContext
+    from ad_core.training.options import TrainingPlan
 
 
 class NotFittedError(RuntimeError):
@@ -42,6 +50,52 @@ class AnomalyModel(nn.Module):
 
     def mark_fitted(self) -> None:
         self.fitted.fill_(True)
+
+    # -- the training hooks (`ad_core.protocols`; order and meaning in `ad_core.training.gradient`) ------------
+    automatic_optimization: bool = True  # False: training_step steps the optimisers itself through `ctx`
+
+    def configure_optimizers(self, plan: TrainingPlan) -> Any:
+        """Optimisers (and schedulers) sized from the run's `plan`; gradient models must override it."""
+        raise NotImplementedError(f"{type(self).__name__} is not trained by gradient: it has no optimisers")
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor | dict[str, torch.Tensor] | None:
+        """The loss of one batch (None skips the batch); gradient models must override it."""
+        raise NotImplementedError(f"{type(self).__name__} is not trained by gradient: it has no training_step")
+
+    def update(self, batch: Batch) -> None:
+        """Feed one batch to a one-pass model (feature-bank trainer); one-pass models must override it."""
+        raise NotImplementedError(f"{type(self).__name__} is not a one-pass model: it has no update")
+
+    def on_fit_start(self, loader: Iterable[Batch]) -> None:
+        """Before the first step: a data pass for statistics the training needs."""
+
+    def on_fit_end(self, loader: Iterable[Batch]) -> None:
+        """After the last step, in eval mode, before `finalize`: a data pass for post-fit statistics."""
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Before epoch `epoch` (counted from 0), also when a resumed run re-enters it."""
+
+    def on_train_epoch_end(self, epoch: int) -> None:
+        """After `epoch` epochs are finished."""
+
+    def on_train_batch_end(self, step: int) -> None:
+        """After optimiser step `step` (counted from 1)."""
+
+    def finalize(self) -> None:
+        """Post-fit statistics, in eval mode; the default only marks the model fitted."""
+        self.mark_fitted()
+
+    def fixed_thresholds(self) -> dict[str, float]:
+        """Thresholds the model sets by itself, with no data (U-Flow's NFA): none by default."""
+        return {}
+
+    def fit_fingerprint(self) -> dict[str, Any]:
+        """Facts of this fit (known after `on_fit_start`) a resumed run must share, e.g. its training images."""
+        return {}
+
+    def fit_notes(self) -> list[str]:
+        """What a reader of the results must know about the fit (a substitute used ...): nothing by default."""
+        return []
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:

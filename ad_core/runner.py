@@ -26,7 +26,8 @@ from ad_core.metrics.evaluate import THRESHOLD_METHODS, check_threshold_method
 from ad_core.preprocessing import PreProcessor
 from ad_core.reports import format_table, plot_histogram, plot_roc, save_map_panels, write_results
 from ad_core.settings import resolve_device, settings
-from ad_core.training import seed_everything, trainer_class
+from ad_core.training import TrainerOptions, seed_everything, trainer_class
+from ad_core.training.fingerprint import fingerprinted_config
 from ad_core.types import Batch, collate
 
 MAX_MAP_PANELS = 12
@@ -60,10 +61,12 @@ def _as_list(value: str | Iterable[str]) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    """A DataLoader of collated batches with the global worker settings and a seeded shuffle."""
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
+                num_workers: int | None = None) -> DataLoader:
+    """A DataLoader of collated batches with a seeded shuffle (`loader.generator`, which the trainer saves with
+    its state); `num_workers` defaults to the global setting."""
     generator = torch.Generator().manual_seed(seed)
-    workers = settings.num_workers
+    workers = settings.num_workers if num_workers is None else int(num_workers)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
                       generator=generator, pin_memory=settings.pin_memory and torch.cuda.is_available(),
                       persistent_workers=settings.persistent_workers and workers > 0)
@@ -153,8 +156,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     # A spec may choose its own threshold (U-Flow's NFA); an override wins, f1_percentile otherwise.
     threshold_method = str(run.get("threshold_method", "f1_percentile"))
     k_sigma = float(run.get("k_sigma", 3.0))
-    own = getattr(model, "fixed_thresholds", None)
-    own_methods = own() if callable(own) else None
+    own_methods = model.fixed_thresholds()
     if "threshold_method" not in overrides and threshold_method not in THRESHOLD_METHODS + tuple(own_methods or ()):
         # The spec's choice does not exist in this configuration (U-Flow's NFA without the NFA map).
         message = (f"{config.name}: its default threshold_method {threshold_method!r} is not available with these "
@@ -170,21 +172,16 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     out = Path(output_dir or settings.output_dir) / dataset / category / config.name
     out.mkdir(parents=True, exist_ok=True)
 
-    trainer = trainer_class(config.spec.trainer)(
-        device=device,
-        num_epochs=run.get("num_epochs"),
-        max_steps=run.get("max_steps"),
-        grad_clip=run.get("grad_clip"),
-        early_stopping_patience=run.get("early_stopping_patience"),
-        checkpoint_dir=out / "train_state",
-        resume=bool(run.get("resume", False)),
-        checkpoint_every=run.get("checkpoint_every"),
-    )
-    train_loader = make_loader(train_set, batch_size, shuffle=config.spec.trainer != "feature_bank", seed=seed)
+    options = TrainerOptions.from_run(run, device=device, checkpoint_dir=out / "train_state",
+                                      config=fingerprinted_config(config, seed))
+    trainer = trainer_class(config.spec.trainer)(options)
+    workers = run.get("num_workers")
+    train_loader = make_loader(train_set, batch_size, shuffle=config.spec.trainer != "feature_bank", seed=seed,
+                               num_workers=workers)
     eval_batch = int(run.get("eval_batch_size", batch_size))
-    test_loader = make_loader(test_set, eval_batch, shuffle=False, seed=seed)
+    test_loader = make_loader(test_set, eval_batch, shuffle=False, seed=seed, num_workers=workers)
     val = preprocessed(test_loader, detector) if run.get("early_stopping_patience") else None
-    report = trainer.fit(model, preprocessed(train_loader, detector), val)
+    report = trainer.fit(model, preprocessed(train_loader, detector), val, generator=train_loader.generator)
     detector.to(device).eval()
 
     train_scores, *_ = _score(detector, make_loader(normal_subset(train_set), eval_batch, False, seed), device)
@@ -238,10 +235,9 @@ def evaluate_detector(detector: Detector, test_loader: DataLoader, out: Path, he
     scores, labels, paths, pixel, kept = _score(detector, test_loader, device,
                                                 keep=MAX_MAP_PANELS if write_maps else 0)
     test_seconds = time.perf_counter() - start
-    own = getattr(detector.model, "fixed_thresholds", None)  # thresholds the model sets itself (U-Flow's NFA)
     results = evaluate(scores, labels, pixel.compute() if pixel.has_masks else None,
                        train_scores=train_scores, threshold_method=threshold_method, k_sigma=k_sigma,
-                       fixed_thresholds=own() if callable(own) else None)
+                       fixed_thresholds=detector.model.fixed_thresholds() or None)
     header.update({
         "test_images": len(scores),
         "test_seconds": round(test_seconds, 3),

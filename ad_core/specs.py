@@ -31,7 +31,6 @@ RUN_KEYS = frozenset(
         "device",
         "grad_clip",
         "early_stopping_patience",
-        "val_metric",
         "threshold_method",
         "k_sigma",
         "pretrained",
@@ -41,6 +40,9 @@ RUN_KEYS = frozenset(
         "resume",
         "checkpoint_every",
         "on_missing_weights",
+        "precision",
+        "ema_decay",
+        "accumulate_grad_batches",
     }
 )
 

@@ -30,7 +30,7 @@ from ad_core.detector import Detector
 from ad_core.metrics import auroc
 from ad_core.preprocessing import PreProcessor
 from ad_core.runner import preprocessed
-from ad_core.training import seed_everything, trainer_class
+from ad_core.training import TrainerOptions, seed_everything, trainer_class
 from ad_core.types import collate
 
 
@@ -69,10 +69,8 @@ def fit_tiny(model_name: str, overrides: dict[str, Any], image_size: int, catego
     detector = Detector(model, pre=PreProcessor.from_run({**config.run, "image_size": image_size}))
     train = DemoDataset(category=category, split="train", image_size=image_size, n_train=n_train, seed=seed)
     loader = DataLoader(train, batch_size=int(config.run.get("batch_size", 8)), shuffle=False, collate_fn=collate)
-    trainer = trainer_class(config.spec.trainer)(
-        device="cpu", num_epochs=config.run.get("num_epochs"), max_steps=config.run.get("max_steps"),
-        grad_clip=config.run.get("grad_clip"), progress=False,
-    )
+    trainer = trainer_class(config.spec.trainer)(TrainerOptions.from_run(
+        {k: v for k, v in config.run.items() if k != "resume"}, device="cpu", progress=False))
     trainer.fit(model, preprocessed(loader, detector))
     return detector.eval()
 

@@ -1,10 +1,13 @@
-"""The shared training state: a round trip restores model, optimiser, scheduler and RNG; the safetensors file
-is the truth when the readable record is stale; another model's state is a clear error."""
+"""The shared training state: a round trip restores model, optimiser, scheduler and the torch, Python and NumPy
+generators; the safetensors file is the truth when the readable record is stale; another model's state is a
+clear error."""
 
 from __future__ import annotations
 
 import json
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,10 +36,11 @@ def trained(seed: int = 0, width: int = 3):
 def test_round_trip_restores_everything(tmp_path) -> None:
     model, optimizer, scheduler = trained()
     save_training_state(tmp_path, model, optimizer, scheduler, {"step": 3, "note": "x"})
-    expected_draw = torch.rand(3)
+    expected_draw = (torch.rand(3), random.random(), np.random.rand())
     other, other_opt, other_sched = trained(seed=1)
     assert load_training_state(tmp_path, other, other_opt, other_sched) == {"step": 3, "note": "x"}
-    assert torch.equal(torch.rand(3), expected_draw)
+    draw = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(draw[0], expected_draw[0]) and draw[1:] == expected_draw[1:]
     for a, b in zip(model.state_dict().values(), other.state_dict().values()):
         assert torch.equal(a, b)
     for slot in ("exp_avg", "exp_avg_sq", "step"):
@@ -67,4 +71,4 @@ def test_another_models_state_is_a_clear_error(tmp_path) -> None:
 
 def test_reserved_meta_keys_are_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="reserved"):
-        save_training_state(tmp_path, *trained(), {"scheduler": 1})
+        save_training_state(tmp_path, *trained(), {"schedulers": 1})

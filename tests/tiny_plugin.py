@@ -33,19 +33,16 @@ class TinyAE(AnomalyModel):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(images))
 
-    def training_step(self, batch) -> torch.Tensor:
+    def training_step(self, batch, ctx) -> torch.Tensor:
         self.steps += 1
         loss = F.mse_loss(self(batch.image), batch.image)
         if self.steps == self.blow_up_at:
             return loss * float("nan")
         return loss
 
-    def configure_optimizers(self):
+    def configure_optimizers(self, plan):
         optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
-        return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
-
-    def finalize(self) -> None:
-        self.mark_fitted()
+        return {"optimizer": optimizer, "scheduler": torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)}
 
     def compute(self, images: torch.Tensor):
         error = ((self(images) - images) ** 2).mean(1)

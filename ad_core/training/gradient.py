@@ -1,56 +1,100 @@
-"""The gradient trainer: epochs or steps, optimisers and schedulers from the model, clipping,
-a NaN/Inf guard, early stopping on a validation metric, checkpoint + resume, and a progress bar.
+"""The gradient trainer: epochs or steps, several optimisers and schedulers, automatic or manual optimisation,
+mixed precision, EMA of the weights, gradient accumulation, clipping, a divergence guard, early stopping on a
+validation metric, exact checkpoint + resume, and a progress bar.
 
-A model trains with it by providing `training_step(batch) -> loss` and `configure_optimizers()`,
-which returns an optimiser, `(optimiser, scheduler)`, or `{"optimizer": ..., "scheduler": ..., "interval": "epoch"|"step"}`.
-A model that takes several optimiser steps per batch (e.g. CFlow's fiber batches) sets `manual_optimization = True`:
-it is then called as `training_step(batch, optimizer)`, steps the optimiser itself (and clips if it wants to)
-and returns its loss for the record; everything else (epochs, schedulers, early stopping, resume) is unchanged.
+The model's side (declared by `ad_core.protocols.TrainableModel`, defaults in `ad_core.model.AnomalyModel`),
+in the order the trainer calls it:
+
+- `on_fit_start(loader)`: a data pass before any gradient step (statistics, a held-out split ...); then
+  `fit_fingerprint() -> dict` (facts of this fit a resume must share, e.g. the training images).
+- `configure_optimizers(plan: TrainingPlan)`: `plan` has `total_steps`, `steps_per_epoch`, `num_epochs`,
+  `max_steps` (optimiser steps). Returns an optimiser, a list of them, a dict `{"optimizer", "scheduler",
+  "interval": "epoch"|"step"}` or a list of such dicts.
+- per epoch: `on_train_epoch_start(epoch)`, then per batch `training_step(batch, ctx) -> loss | {"loss": ...} |
+  None` (None: the batch is skipped, no step), `on_train_batch_end(step)` after each optimiser step, then
+  `on_train_epoch_end(epoch)` (`epoch` counts finished epochs).
+- `on_fit_end(loader)` then `finalize()` in eval mode (post-fit statistics; the default marks the model fitted),
+  and `fit_notes() -> list[str]` for the report.
+
+`automatic_optimization = True` (the default): the trainer zeroes the gradients, back-propagates the loss
+(divided by `accumulate_grad_batches`), clips to `grad_clip` and steps every optimiser. With
+`automatic_optimization = False` the model does it in `training_step` through `ctx` (`ctx.optimizers`,
+`ctx.backward(loss)` (fp16-scaler aware), `ctx.clip(params)`, `ctx.step_optimizer(opt)`, `ctx.epoch`,
+`ctx.step`) and returns its loss for the record: GAN alternation, fiber batches. Step-interval schedulers are
+stepped by the trainer after each batch in both modes.
+
+Options (`ad_core.training.options.TrainerOptions`, run keys of the same names): `num_epochs`, `max_steps`,
+`grad_clip`, `early_stopping_patience`, `checkpoint_dir`, `resume`, `checkpoint_every` (optimiser steps; the
+state is also saved at every epoch end), `precision` ("32", "bf16" or "16": autocast; fp16 uses a gradient
+scaler and needs CUDA), `ema_decay` (an exponential average of the weights is what validation, `finalize` and
+`predict` use, and is saved), `accumulate_grad_batches`, `device`, `progress`, `config` (the resolved run
+configuration; a resume with another is refused).
+
+Resume is exact: model, optimisers, schedulers, EMA, fp16 scaler, the torch/CUDA/Python/NumPy generators and the
+data loader's shuffle generator (`fit(..., generator=loader.generator)`) are saved and restored, and a resumed
+epoch skips the batches it had trained on. Parameters and buffers are checked for NaN/Inf after every epoch,
+before every save and after `finalize`; a non-finite training state is never saved.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import time
 from collections.abc import Iterable
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ad_core.protocols import TrainableModel
 from ad_core.settings import resolve_device, settings
-from ad_core.training.state import load_training_state, save_training_state
+from ad_core.training.context import StepContext, unpack_optimizers
+from ad_core.training.ema import WeightAverage
+from ad_core.training.options import TrainerOptions, TrainingPlan
+from ad_core.training.state import (
+    SavedState,
+    TrainingStateError,
+    as_json,
+    config_differences,
+    read_training_state,
+    save_training_state,
+)
 from ad_core.types import Batch, FitReport
+
+TRAINER = "gradient"  # names the trainer in its saved state
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite: training cannot go on meaningfully."""
+    """Training diverged: the loss, a parameter or a buffer became NaN or infinite."""
 
 
-def _unpack_optimizers(conf: Any) -> tuple[torch.optim.Optimizer, Any, str]:
-    if isinstance(conf, dict):
-        return conf["optimizer"], conf.get("scheduler"), conf.get("interval", "epoch")
-    if isinstance(conf, (tuple, list)):
-        return conf[0], (conf[1] if len(conf) > 1 else None), "epoch"
-    return conf, None, "epoch"
+ADVICE = "Lower the learning rate, enable grad_clip, or check the input images."
 
 
 def _loss_of(output: Any) -> torch.Tensor:
     loss = output["loss"] if isinstance(output, dict) else output
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-        raise TypeError("training_step must return a scalar tensor or a dict with a scalar 'loss'")
+        raise TypeError("training_step must return a scalar tensor, a dict with a scalar 'loss', or None")
     return loss
 
 
 def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
-    """The NaN/Inf guard: stop with advice rather than train on garbage (`epoch`, `step` counted from 0)."""
+    """The NaN/Inf guard on the loss: stop with advice rather than train on garbage (`epoch`, `step` from 0)."""
     if not torch.isfinite(loss):
         raise NonFiniteLossError(
-            f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
-            "Lower the learning rate, enable grad_clip, or check the input images."
-        )
+            f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. {ADVICE}")
+
+
+def check_finite_state(model: torch.nn.Module, where: str, ema: WeightAverage | None = None) -> None:
+    """Every floating parameter and buffer (and the EMA copy) must be finite; else name the first that is not."""
+    tensors = list(model.state_dict().items()) + [(f"EMA of {n}", t) for n, t in (ema.shadow if ema else {}).items()]
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteLossError(
+                f"{name} of {type(model).__name__} became NaN or infinite {where}: training diverged (no "
+                f"training state was saved from this point). {ADVICE}")
 
 
 def validation_auroc(model: torch.nn.Module, val: Iterable[Batch], device: torch.device) -> float:
@@ -67,123 +111,246 @@ def validation_auroc(model: torch.nn.Module, val: Iterable[Batch], device: torch
     return float(auroc(s, y))
 
 
+@dataclass
+class Progress:
+    """Where training stands, saved with the state: so a resumed epoch's record is whole."""
+
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    batches: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_metric: float | None = None
+    best_epoch: int = -1
+    stale: int = 0
+
+    def add(self, loss: float, logged: dict[str, float]) -> None:
+        self.batches += 1
+        for key, value in {"loss": loss, **logged}.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def close_epoch(self) -> dict[str, float]:
+        self.epoch += 1
+        record = {"epoch": self.epoch, "step": self.step,
+                  **{k: v / max(self.batches, 1) for k, v in self.sums.items()}}
+        self.batch_in_epoch, self.sums, self.batches = 0, {}, 0
+        return record
+
+
 class GradientTrainer:
-    """Trains by back-propagation; see the module docstring for what the model provides."""
+    """Trains by back-propagation; see the module docstring for the hooks and options."""
 
-    def __init__(
-        self,
-        device: str | torch.device | None = None,
-        num_epochs: int | None = None,
-        max_steps: int | None = None,
-        grad_clip: float | None = None,
-        early_stopping_patience: int | None = None,
-        checkpoint_dir: str | Path | None = None,
-        resume: bool = False,
-        progress: bool | None = None,
-        **_: object,
-    ) -> None:
-        if num_epochs is None and max_steps is None:
-            num_epochs = 1
-        self.device = resolve_device(device) if not isinstance(device, torch.device) else device
-        self.num_epochs = num_epochs
-        self.max_steps = max_steps
-        self.grad_clip = grad_clip
-        self.patience = early_stopping_patience
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.resume = resume
-        self.progress = settings.progress if progress is None else progress
+    def __init__(self, options: TrainerOptions | None = None, **settings_: Any) -> None:
+        if options is not None and settings_:
+            raise TypeError("pass either a TrainerOptions or keyword options, not both")
+        self.options = options if options is not None else TrainerOptions.of(**settings_)
+        device = self.options.device
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.progress = settings.progress if self.options.progress is None else self.options.progress
+        if self.options.precision == "16" and self.device.type != "cuda":
+            raise ValueError(f"precision='16' (fp16) needs a CUDA device, this run trains on {self.device}: use "
+                             "precision='bf16' or '32' on the CPU")
 
-    # -- checkpoint and resume ------------------------------------------------------------------
-    def _save_state(self, model, optimizer, scheduler, epoch: int, step: int, best: dict) -> None:
-        if self.checkpoint_dir is None:
+    # -- mixed precision ------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.options.precision == "32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.options.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    # -- state ----------------------------------------------------------------------------------
+    def fingerprint(self, plan: TrainingPlan, model: TrainableModel) -> dict[str, Any]:
+        """What a resumed run must share with the saved one."""
+        o = self.options
+        return as_json({"plan": asdict(plan), "config": o.config, "model": model.fit_fingerprint(),
+                        "trainer": {"grad_clip": o.grad_clip, "precision": o.precision, "ema_decay": o.ema_decay,
+                                    "accumulate_grad_batches": o.accumulate_grad_batches,
+                                    "early_stopping_patience": o.early_stopping_patience}})
+
+    def _check_saved(self, saved: SavedState, plan: TrainingPlan, model: TrainableModel) -> None:
+        restart = f"Resume with the saved run's settings, or delete {saved.directory} to start over."
+        meta = saved.meta
+        if meta.get("trainer") != TRAINER or "fingerprint" not in meta:
+            raise TrainingStateError(f"{saved.directory} holds a training state not written by the gradient "
+                                     f"trainer. {restart}")
+        differences = config_differences(meta["fingerprint"], self.fingerprint(plan, model))
+        if differences:
+            raise TrainingStateError(f"the training state in {saved.directory} was saved with other settings "
+                                     f"({'; '.join(differences)}). {restart}")
+
+    def _save(self, model, optimizers, ctx, progress: Progress, plan, ema, generator, epoch_start, best) -> None:
+        if self.options.checkpoint_dir is None:
             return
-        meta = {"epoch": epoch, "step": step, "best": {k: v for k, v in best.items() if k != "state"}}
-        save_training_state(self.checkpoint_dir, model, optimizer, scheduler, meta)
-
-    def _load_state(self, model, optimizer, scheduler) -> tuple[int, int]:
-        meta = load_training_state(self.checkpoint_dir, model, optimizer, scheduler)
-        return (0, 0) if meta is None else (int(meta["epoch"]), int(meta["step"]))
+        check_finite_state(model, f"at epoch {progress.epoch + 1}, step {progress.step}", ema)
+        tensors = ema.tensors() if ema is not None else {}
+        if generator is not None:
+            tensors["loader_generator"] = epoch_start if progress.batch_in_epoch else generator.get_state()
+        if best is not None:
+            tensors.update({f"best.{k}": v for k, v in best.items()})
+        meta = {"trainer": TRAINER, "fingerprint": self.fingerprint(plan, model), **asdict(progress),
+                "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None}
+        save_training_state(self.options.checkpoint_dir, model, optimizers, [s.scheduler for s in ctx.schedulers],
+                            meta, tensors)
 
     # -- the loop -------------------------------------------------------------------------------
-    def fit(self, model: torch.nn.Module, train: Iterable[Batch], val: Iterable[Batch] | None = None) -> FitReport:
+    def fit(self, model: TrainableModel, train: Iterable[Batch], val: Iterable[Batch] | None = None, *,
+            generator: torch.Generator | None = None) -> FitReport:
+        """Train `model` on `train` (a sized iterable of batches). `generator` is the loader's shuffle
+        generator, saved and restored with the state so a resumed run sees the same order."""
+        o = self.options
         start = time.perf_counter()
+        n_batches = len(train)  # type: ignore[arg-type]
+        if n_batches == 0:
+            raise ValueError("the training set is empty: at least one normal image is needed")
         model.to(self.device)
-        optimizer, scheduler, interval = _unpack_optimizers(model.configure_optimizers())
-        manual = bool(getattr(model, "manual_optimization", False))
-        epoch, step = self._load_state(model, optimizer, scheduler) if self.resume and self.checkpoint_dir else (0, 0)
-        history: list[dict[str, float]] = []
-        best: dict[str, Any] = {"metric": -float("inf"), "epoch": -1, "state": None}
-        stale = 0
-        n_epochs = self.num_epochs if self.num_epochs is not None else 10**9
-        bar = tqdm(total=self.max_steps or n_epochs, initial=step if self.max_steps else epoch,
-                   desc="training", unit="step" if self.max_steps else "epoch", disable=not self.progress, leave=False)
-        done = self.max_steps is not None and step >= self.max_steps
-        while epoch < n_epochs and not done:
+        plan = TrainingPlan.of(o, n_batches)
+        model.on_fit_start(train)
+        optimizers, schedulers = unpack_optimizers(model.configure_optimizers(plan))
+        scaler = torch.amp.GradScaler("cuda") if o.precision == "16" else None
+        ctx = StepContext(optimizers, schedulers, scaler, o.grad_clip)
+        ema = WeightAverage(model, o.ema_decay) if o.ema_decay is not None else None
+        progress, best, pending_rng, epoch_start = Progress(), None, None, None
+        saved = read_training_state(o.checkpoint_dir) if o.resume else None
+        if saved is not None:
+            self._check_saved(saved, plan, model)
+            saved.restore(model, optimizers, [s.scheduler for s in schedulers])
+            extra = saved.extra
+            if ema is not None:
+                ema.load(extra)
+            if scaler is not None and saved.meta.get("scaler"):
+                scaler.load_state_dict(saved.meta["scaler"])
+            meta = saved.meta
+            progress = Progress(**{k: meta[k] for k in Progress.__dataclass_fields__})
+            best = {k[5:]: v.to(self.device) for k, v in extra.items() if k.startswith("best.")} or None
+            if generator is not None and "loader_generator" in extra:
+                epoch_start = extra["loader_generator"]
+            pending_rng = saved
+        resumed_from = progress.step if saved is not None else None
+        automatic = bool(model.automatic_optimization)
+        accumulate = o.accumulate_grad_batches
+        n_epochs = plan.num_epochs if plan.num_epochs is not None else 10**9
+        bar = tqdm(total=plan.total_steps, initial=progress.step, desc="training", unit="step",
+                   disable=not self.progress, leave=False)
+        done = progress.step >= plan.total_steps
+        while progress.epoch < n_epochs and not done:
+            skip = progress.batch_in_epoch
+            if pending_rng is not None and not skip:
+                pending_rng.restore_rng()
+                pending_rng = None
+            if generator is not None:
+                if epoch_start is not None:
+                    generator.set_state(epoch_start)
+                epoch_start = generator.get_state()
+            model.on_train_epoch_start(progress.epoch)
             model.train()
-            losses = []
-            for batch in train:
-                if manual:
-                    loss = _loss_of(model.training_step(batch.to(self.device), optimizer))
-                else:
-                    loss = _loss_of(model.training_step(batch.to(self.device)))
-                check_finite(loss, epoch, step)
-                if not manual:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if self.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-                    optimizer.step()
-                if scheduler is not None and interval == "step":
-                    scheduler.step()
-                losses.append(loss.item())
-                step += 1
-                if self.max_steps:
-                    bar.update(1)
-                    if step >= self.max_steps:
-                        done = True
-                        break
-            if not losses:
-                raise ValueError("the training set is empty: at least one normal image is needed")
-            epoch += 1
-            if scheduler is not None and interval == "epoch":
-                scheduler.step()
-            record = {"epoch": epoch, "step": step, "loss": float(np.mean(losses))}
-            if hasattr(model, "on_train_epoch_end"):
-                model.on_train_epoch_end(epoch)
-            if val is not None and self.patience is not None:
-                self._finish(model)
-                metric = validation_auroc(model, val, self.device)
-                record["val_image_auroc"] = metric
-                if metric > best["metric"] or best["state"] is None:
-                    best = {"metric": metric, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-                    stale = 0
-                else:
-                    stale += 1
-            history.append(record)
-            if not self.max_steps:
+            waiting = 0  # batches back-propagated since the last optimiser step
+            for index, batch in enumerate(train):
+                if index < skip:
+                    continue
+                if pending_rng is not None:
+                    pending_rng.restore_rng()
+                    pending_rng = None
+                ctx.epoch, ctx.step, ctx.batch_in_epoch, ctx.logged = progress.epoch, progress.step, index, {}
+                if automatic and waiting == 0:
+                    for optimizer in optimizers:
+                        optimizer.zero_grad(set_to_none=True)
+                with self._autocast():
+                    output = model.training_step(batch.to(self.device), ctx)
+                progress.batch_in_epoch = index + 1
+                if output is None:
+                    continue
+                loss = _loss_of(output)
+                check_finite(loss, progress.epoch, progress.step)
+                progress.add(loss.item(), ctx.logged)
+                if automatic:
+                    ctx.backward(loss / accumulate if accumulate > 1 else loss)
+                    waiting += 1
+                    if waiting < accumulate and index + 1 < n_batches:
+                        continue
+                    waiting = 0
+                    params = [p for group in (g for opt in optimizers for g in opt.param_groups)
+                              for p in group["params"]]
+                    if o.grad_clip:
+                        if scaler is not None:
+                            for optimizer in optimizers:
+                                scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+                    for optimizer in optimizers:
+                        ctx.step_optimizer(optimizer)
+                if scaler is not None:
+                    scaler.update()
+                for entry in schedulers:
+                    if entry.interval == "step":
+                        entry.scheduler.step()
+                progress.step += 1
+                if ema is not None:
+                    ema.update(model)
+                model.on_train_batch_end(progress.step)
                 bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.4g}")
-            self._save_state(model, optimizer, scheduler, epoch, step, best)
-            if self.patience is not None and val is not None and stale >= self.patience:
+                bar.set_postfix(loss=f"{loss.item():.4g}")
+                if progress.step >= plan.total_steps:
+                    done = True
+                    break
+                if o.checkpoint_every and progress.step % o.checkpoint_every == 0:
+                    self._save(model, optimizers, ctx, progress, plan, ema, generator, epoch_start, best)
+            if progress.batches == 0:
+                raise ValueError("no training batch gave a loss: at least one normal image is needed")
+            for entry in schedulers:
+                if entry.interval == "epoch":
+                    entry.scheduler.step()
+            record = progress.close_epoch()
+            check_finite_state(model, f"after epoch {progress.epoch}", ema)
+            model.on_train_epoch_end(progress.epoch)
+            stop = False
+            if val is not None and o.early_stopping_patience is not None:
+                with self._evaluated_weights(model, ema):
+                    self._finish(model, None)
+                    metric = validation_auroc(model, val, self.device)
+                    record["val_image_auroc"] = metric
+                    if best is None or progress.best_metric is None or metric > progress.best_metric:
+                        best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                        progress.best_metric, progress.best_epoch, progress.stale = metric, progress.epoch, 0
+                    else:
+                        progress.stale += 1
+                stop = progress.stale >= o.early_stopping_patience
+            progress.history.append(record)
+            self._save(model, optimizers, ctx, progress, plan, ema, generator, epoch_start, best)
+            if stop:
                 break
         bar.close()
-        if best["state"] is not None:
-            model.load_state_dict(best["state"])
-        self._finish(model)
-        return FitReport(
-            seconds=time.perf_counter() - start,
-            epochs=epoch,
-            steps=step,
-            history=history,
-            extra={"best_epoch": best["epoch"]} if best["state"] is not None else {},
-        )
+        if best is not None:
+            model.load_state_dict(best)
+        elif ema is not None:
+            ema.swap(model)
+        self._finish(model, train)
+        check_finite_state(model, "after finalize")
+        extra: dict[str, Any] = {"best_epoch": progress.best_epoch} if best is not None else {}
+        if resumed_from is not None:
+            extra["resumed_from_step"] = resumed_from
+        notes = list(model.fit_notes())
+        if resumed_from is not None:
+            notes.append(f"resumed from step {resumed_from} of {plan.total_steps} ({o.checkpoint_dir})")
+        return FitReport(seconds=time.perf_counter() - start, epochs=progress.epoch, steps=progress.step,
+                         history=progress.history, extra=extra, notes=notes)
 
     @staticmethod
-    def _finish(model: torch.nn.Module) -> None:
-        """Let the model compute what it needs after training (e.g. normalisation statistics)."""
+    @contextlib.contextmanager
+    def _evaluated_weights(model: torch.nn.Module, ema: WeightAverage | None):
+        """The EMA weights in the model for the duration (the raw ones back afterwards)."""
+        if ema is not None:
+            ema.swap(model)
+        try:
+            yield
+        finally:
+            if ema is not None:
+                ema.swap(model)
+
+    @staticmethod
+    def _finish(model: TrainableModel, train: Iterable[Batch] | None) -> None:
+        """`on_fit_end(loader)` (at the end of the fit only) and `finalize()` in eval mode."""
         model.eval()
-        if hasattr(model, "finalize"):
-            with torch.no_grad():
-                model.finalize()
-        elif hasattr(model, "mark_fitted"):
-            model.mark_fitted()
+        with torch.no_grad():
+            if train is not None:
+                model.on_fit_end(train)
+            model.finalize()

@@ -89,8 +89,8 @@ def count_optimizer_steps(model: CFlow) -> list[int]:
     steps: list[int] = []
     configure = model.configure_optimizers
 
-    def counting_optimizer():
-        optimizer = configure()
+    def counting_optimizer(plan):
+        optimizer = configure(plan)
         optimizer.register_step_post_hook(lambda *_: steps.append(1))
         return optimizer
 

@@ -20,7 +20,7 @@ from ad_kd.efficientad import model as model_module
 from ad_kd.efficientad.model import hard_feature_loss, quantile
 from ad_kd.efficientad.networks import MIN_IMAGE_SIZE, pdn_output_size
 from ad_kd.efficientad.penalty import FolderPenalty
-from ad_kd.efficientad.trainer import held_out
+from ad_kd.efficientad.fitting import held_out
 
 SIZE = 48  # above the 33 px minimum, and small enough for a shared CPU
 TINY = {"image_size": SIZE, "max_steps": 3, "eval_batch_size": 8}

@@ -1,4 +1,4 @@
-"""EfficientAD's checkpoint and resume: a run killed mid-training continues to the weights and map quantiles of
+"""EfficientAD's checkpoint and resume on the core trainer: a run killed mid-training continues to the weights and map quantiles of
 an uninterrupted run; nothing saved starts fresh; a state of another run is refused with advice."""
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from safetensors.torch import load_file
 from ad_core.building import build_model
 from ad_core.data.synthetic import write_demo_dataset
 from ad_core.runner import run_one
-from ad_core.training import TrainingStateError, seed_everything
+from ad_core.training import GradientTrainer, TrainingStateError, seed_everything
+from ad_core.training import gradient as trainer_module
 from ad_core.training.state import save_training_state, state_files
 from ad_core.types import Batch
-from ad_kd.efficientad import trainer as trainer_module
-from ad_kd.efficientad.trainer import EfficientADTrainer
 
 SIZE = 64
 TINY = {"image_size": SIZE, "out_channels": 32}  # PDN-S with a narrow output: the paper's layers, less work
@@ -41,9 +40,10 @@ def fresh(name: str = "efficientad"):
 
 def fit(model, data, **kw):
     kw.setdefault("max_steps", STEPS)
+    kw.setdefault("config", {"size": model.size})  # the run's configuration, as `run_one` passes it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the penalty substitute's warning
-        return EfficientADTrainer(device="cpu", progress=False, **kw).fit(model, data)
+        return GradientTrainer(device="cpu", progress=False, **kw).fit(model, data)
 
 
 class Killed(RuntimeError):
@@ -109,10 +109,10 @@ def test_resume_with_nothing_saved_starts_fresh(straight) -> None:
 
 
 @pytest.mark.parametrize(("name", "data", "settings", "message"), [
-    ("efficientad", batches(), {"max_steps": 8}, f"max_steps={STEPS} .*this run max_steps=8"),
-    ("efficientad-medium", batches(), {}, "another model or configuration"),
-    ("efficientad", batches([f"other{i}.png" for i in range(5)]), {}, "held-out images are not in this run"),
-    ("efficientad", batches([f"img{i}.png" for i in range(6)]), {}, "6 training images are not the 5"),
+    ("efficientad", batches(), {"max_steps": 8}, f"plan.max_steps: saved {STEPS}, this run 8"),
+    ("efficientad-medium", batches(), {}, "config.size: saved 'small', this run 'medium'"),
+    ("efficientad", batches([f"other{i}.png" for i in range(5)]), {}, "model.held_out: saved"),
+    ("efficientad", batches([f"img{i}.png" for i in range(6)]), {}, "model.training_images: saved 5, this run 6"),
 ])
 def test_a_mismatching_state_is_refused_with_advice(straight, name, data, settings, message) -> None:
     folder = straight[2]
@@ -124,13 +124,13 @@ def test_a_mismatching_state_is_refused_with_advice(straight, name, data, settin
 def test_a_state_of_another_trainer_is_refused(tmp_path) -> None:
     model = torch.nn.Linear(2, 2)
     save_training_state(tmp_path, model, torch.optim.SGD(model.parameters(), lr=0.1), None, {"epoch": 1, "step": 4})
-    with pytest.raises(TrainingStateError, match="not written by EfficientAD's trainer"):
+    with pytest.raises(TrainingStateError, match="not written by the gradient trainer"):
         fit(fresh(), batches(), checkpoint_dir=tmp_path, resume=True)
 
 
 def test_checkpoint_every_must_be_a_positive_step_count() -> None:
     with pytest.raises(ValueError, match="checkpoint_every must be a positive"):
-        EfficientADTrainer(checkpoint_every=0)
+        GradientTrainer(checkpoint_every=0)
 
 
 def test_run_one_saves_the_state_in_the_run_folder_and_resumes_it(tmp_path) -> None:

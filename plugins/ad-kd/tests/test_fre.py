@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from ad_core.training import TrainingPlan
 from ad_kd.fre import Fre
 
 
+PLAN = TrainingPlan(total_steps=20, steps_per_epoch=20, num_epochs=1, max_steps=None)
 TINY = {"backbone": "resnet18", "pretrained": False, "image_size": 64}
 
 
@@ -61,7 +63,7 @@ def test_tied_autoencoder_with_a_pca_basis_is_pca_reconstruction() -> None:
 def test_training_reduces_the_reconstruction_error_of_normal_features(images, train_steps) -> None:
     torch.manual_seed(0)
     model = Fre(**TINY, lr=1e-3)
-    optimizer = model.configure_optimizers()
+    optimizer = model.configure_optimizers(PLAN)
     assert isinstance(optimizer, torch.optim.Adam)
     assert {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in model.autoencoder.parameters()}
     losses = train_steps(model, optimizer, images, 20)

@@ -13,6 +13,9 @@ from ad_kd.reverse_distillation import (
 )
 
 from ad_core.components.maps import gaussian_blur
+from ad_core.training import TrainingPlan
+
+PLAN = TrainingPlan(total_steps=20, steps_per_epoch=20, num_epochs=1, max_steps=None)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +84,7 @@ def test_map_is_the_smoothed_sum_of_per_scale_cosine_distances(r18) -> None:
 
 
 def test_only_bottleneck_and_decoder_train(r18) -> None:
-    optimizer = r18.configure_optimizers()
+    optimizer = r18.configure_optimizers(PLAN)
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == 0.005
     assert optimizer.defaults["betas"] == (0.5, 0.999)
     trained = {id(p) for group in optimizer.param_groups for p in group["params"]}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from ad_core.training import TrainingPlan
 from ad_kd.distillation import fuse_maps, normalized_distance
 from ad_kd.stfpm import Stfpm, pyramid_loss
 
 
+PLAN = TrainingPlan(total_steps=20, steps_per_epoch=20, num_epochs=1, max_steps=None)
 SIZE = 64
 
 
@@ -40,7 +42,7 @@ def test_loss_and_map_vanish_when_the_student_is_the_teacher(images, as_batch) -
     twin.networks.student.load_state_dict(twin.networks.teacher.model.state_dict())
     twin.eval()
     with torch.no_grad():
-        assert float(twin.training_step(as_batch(images))) < 1e-10
+        assert float(twin.training_step(as_batch(images), None)) < 1e-10
         twin.mark_fitted()
         assert float(twin.predict(images).anomaly_map.abs().max()) < 1e-10
 
@@ -66,7 +68,7 @@ def test_training_moves_the_student_only(images, train_steps) -> None:
     model = Stfpm(pretrained=False)
     teacher_before = {k: v.clone() for k, v in model.networks.teacher.state_dict().items()}
     student_before = {k: v.clone() for k, v in model.networks.student.state_dict().items()}
-    optimizer = model.configure_optimizers()
+    optimizer = model.configure_optimizers(PLAN)
     assert isinstance(optimizer, torch.optim.SGD)
     assert optimizer.defaults["lr"] == 0.4 and optimizer.defaults["momentum"] == 0.9
     assert optimizer.defaults["weight_decay"] == 1e-4

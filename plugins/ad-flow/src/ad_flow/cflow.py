@@ -26,6 +26,7 @@ from torch import nn
 
 from ad_core.components.backbone import BackboneConfig, image_chunks
 from ad_core.model import AnomalyModel
+from ad_core.training import StepContext, TrainingPlan
 from ad_core.types import Batch
 from ad_flow.coupling import AffineCouplingBlock, SequentialFlow
 
@@ -80,7 +81,7 @@ class WarmupCosine:
 class CFlow(AnomalyModel):
     """CFLOW-AD with fiber-batch training; see the module docstring for the score normalisation."""
 
-    manual_optimization = True  # several optimiser steps (fiber batches) per image batch
+    automatic_optimization = False  # several optimiser steps (fiber batches) per image batch
 
     def __init__(
         self,
@@ -94,7 +95,6 @@ class CFlow(AnomalyModel):
         lr: float = 2e-4,
         lr_schedule: bool = True,
         meta_epochs: int = 25,
-        num_epochs: int | None = None,
         pretrained: bool = True,
         weights_file: str | None = None,
         backbone_dir: str | None = None,
@@ -107,7 +107,7 @@ class CFlow(AnomalyModel):
         positional_encoding_2d(self.condition_dim, 1, 1)  # validates condition_dim early
         self.fiber_batch_size = int(fiber_batch_size)
         self.lr = float(lr)
-        self.schedule = WarmupCosine(num_epochs, meta_epochs) if lr_schedule and num_epochs else None
+        self.lr_schedule, self.meta_epochs = bool(lr_schedule), int(meta_epochs)
         self.seed = int(seed)
         self.encoder = BackboneConfig(backbone, layers, pretrained, weights_file, backbone_dir).frozen()
         self.decoders = nn.ModuleList(
@@ -137,7 +137,7 @@ class CFlow(AnomalyModel):
         return feature.permute(0, 2, 3, 1).reshape(b * h * w, c), condition
 
     # -- training ------------------------------------------------------------------------------------
-    def training_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
         """One optimiser step per batch of `fiber_batch_size` random fibers, scale after scale."""
         features = self.encoder(batch.image)
         total, count = 0.0, 0
@@ -150,9 +150,9 @@ class CFlow(AnomalyModel):
             for index in order[:used].split(self.fiber_batch_size):
                 log_prob = self.log_prob(scale, fibers[index], condition[index])
                 loss = -F.logsigmoid(log_prob)
-                optimizer.zero_grad(set_to_none=True)
-                loss.mean().backward()
-                optimizer.step()
+                ctx.optimizer.zero_grad(set_to_none=True)
+                ctx.backward(loss.mean())
+                ctx.step_optimizer(ctx.optimizer)
                 total += float(loss.detach().sum())
                 count += loss.numel()
                 self._epoch_max[scale] = max(float(self._epoch_max[scale]), float(log_prob.detach().max()))
@@ -162,11 +162,13 @@ class CFlow(AnomalyModel):
         self.log_prob_max.copy_(self._epoch_max.to(self.log_prob_max))
         self._epoch_max.fill_(-math.inf)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer | tuple:
+    def configure_optimizers(self, plan: TrainingPlan) -> torch.optim.Optimizer | dict:
+        """Adam; with a number of epochs, the reference's warm-up and cosine over them (`WarmupCosine`)."""
         optimizer = torch.optim.Adam(self.decoders.parameters(), lr=self.lr)
-        if self.schedule is None:
+        if not (self.lr_schedule and plan.num_epochs):
             return optimizer
-        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(plan.num_epochs, self.meta_epochs))
+        return {"optimizer": optimizer, "scheduler": schedule, "interval": "epoch"}
 
     # -- scoring -------------------------------------------------------------------------------------
     def compute(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

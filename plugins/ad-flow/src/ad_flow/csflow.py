@@ -17,6 +17,7 @@ from torch import nn
 from ad_core.backbones import create_model
 from ad_core.components.backbone import BackboneConfig
 from ad_core.model import AnomalyModel
+from ad_core.training import StepContext, TrainingPlan
 from ad_core.types import Batch
 
 N_SCALES = 3
@@ -212,19 +213,16 @@ class CSFlow(AnomalyModel):
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         return self.flow(self.features(images))
 
-    def training_step(self, batch: Batch) -> torch.Tensor:
+    def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
         """Negative log-likelihood per latent dimension (the paper's loss), averaged over the batch."""
         zs, logdet = self(batch.image)
         sq = sum(z.pow(2).flatten(1).sum(1) for z in zs)
         dims = sum(z[0].numel() for z in zs)
         return torch.mean(0.5 * sq - logdet) / dims
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self, plan: TrainingPlan) -> torch.optim.Optimizer:
         params = [p for p in self.flow.parameters() if p.requires_grad]
         return torch.optim.Adam(params, lr=self.lr, eps=self.adam_eps, weight_decay=self.weight_decay)
-
-    def finalize(self) -> None:
-        self.mark_fitted()
 
     def compute(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         zs, _ = self(images)

@@ -20,6 +20,7 @@ from ad_core.components.backbone import BackboneConfig, image_chunks
 from ad_core.components.maps import resize_map
 from ad_core.components.vit import FrozenViT
 from ad_core.model import AnomalyModel
+from ad_core.training import StepContext, TrainingPlan
 from ad_core.types import Batch
 from ad_flow.coupling import AffineCouplingBlock, SequentialFlow
 
@@ -115,14 +116,14 @@ class FastFlow(AnomalyModel):
         return [flow(f) for flow, f in zip(self.flows, self.features(images))]
 
     # -- training ------------------------------------------------------------------------------------
-    def training_step(self, batch: Batch) -> torch.Tensor:
+    def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
         """Negative log-likelihood, summed over stages, averaged over images."""
         loss = torch.zeros((), device=batch.image.device)
         for z, log_det in self.latents(batch.image):
             loss = loss + (0.5 * z.pow(2).sum(dim=(1, 2, 3)) - log_det).mean()
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self, plan: TrainingPlan) -> torch.optim.Optimizer:
         trainable = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.Adam(trainable, lr=self.lr, weight_decay=self.weight_decay)
 

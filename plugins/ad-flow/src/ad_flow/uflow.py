@@ -21,6 +21,7 @@ from torch import nn
 from ad_core.components.backbone import BackboneConfig
 from ad_core.components.vit import FrozenViT
 from ad_core.model import AnomalyModel
+from ad_core.training import StepContext, TrainingPlan
 from ad_core.types import Batch
 from ad_flow.coupling import AffineCouplingBlock, SequentialFlow
 from ad_flow.nfa import log_nfa
@@ -141,7 +142,6 @@ class UFlow(AnomalyModel):
         lr: float = 1e-4,
         weight_decay: float = 1e-5,
         lr_end_factor: float = 0.4,
-        num_epochs: int | None = None,
         seed: int = 0,
         pretrained: bool = True,
         weights_file: str | None = None,
@@ -155,7 +155,6 @@ class UFlow(AnomalyModel):
         self.score_map = score_map
         self.nfa_window, self.nfa_probability = int(nfa_window), float(nfa_probability)
         self.lr, self.weight_decay, self.lr_end_factor = float(lr), float(weight_decay), float(lr_end_factor)
-        self.num_epochs = num_epochs
         if backbone == MCAIT:
             if weights_file is not None:
                 raise ValueError("mcait reads two CaiT models: put both weight files in backbone_dir instead of "
@@ -176,22 +175,20 @@ class UFlow(AnomalyModel):
                 )
         return self.flow(features)
 
-    def training_step(self, batch: Batch) -> torch.Tensor:
+    def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
         """Negative log-likelihood of the latents of all scales, per image, averaged over the batch."""
         latents, log_det = self(batch.image)
         half_sq = sum(0.5 * z.pow(2).flatten(1).sum(1) for z in latents)
         return torch.mean(half_sq - log_det)
 
-    def configure_optimizers(self):
+    def configure_optimizers(self, plan: TrainingPlan) -> torch.optim.Optimizer | dict:
+        """Adam; with a number of epochs, the rate falls linearly to `lr_end_factor` over them."""
         optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        if not self.num_epochs:
+        if not plan.num_epochs:
             return optimizer
         schedule = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=self.lr_end_factor,
-                                                     total_iters=int(self.num_epochs))
-        return optimizer, schedule
-
-    def finalize(self) -> None:
-        self.mark_fitted()
+                                                     total_iters=int(plan.num_epochs))
+        return {"optimizer": optimizer, "scheduler": schedule, "interval": "epoch"}
 
     def fixed_thresholds(self) -> dict[str, float]:
         """With the -log NFA map, 0 is the a-contrario threshold (NFA < epsilon = 1)."""

@@ -8,7 +8,6 @@ frozen backbone, flattened per image. The feature reconstruction error e = u −
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +16,8 @@ from torch import nn
 from ad_core.data.transforms import to_size
 from ad_core.components.backbone import BackboneConfig
 from ad_core.model import AnomalyModel
+from ad_core.training import StepContext, TrainingPlan
+from ad_core.types import Batch
 
 
 class TiedAutoencoder(nn.Module):
@@ -81,11 +82,11 @@ class Fre(AnomalyModel):
                              f"{tuple(feature.shape[1:])}): use the model's image_size")
         return feature
 
-    def training_step(self, batch: Any) -> torch.Tensor:
+    def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
         u = self.features(batch.image).flatten(1)
         return F.mse_loss(self.autoencoder(u), u)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self, plan: TrainingPlan) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.autoencoder.parameters(), lr=self.lr)
 
     def compute(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

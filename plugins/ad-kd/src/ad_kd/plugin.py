@@ -87,12 +87,13 @@ def efficientad_specs() -> list[ModelSpec]:
         name="efficientad",
         paradigm=PARADIGM,
         factory="ad_kd.efficientad.model:EfficientAD",
-        trainer="ad_kd.efficientad.trainer:EfficientADTrainer",
+        trainer="gradient",
         paper=EFFICIENTAD_PAPER,
         description="A student PDN imitates a distilled teacher PDN (hard-feature loss, ImageNet penalty) and an "
                     "autoencoder; quantile-normalised local and global maps averaged.",
         defaults={"size": "small", "padding": True, "lr": 1e-4, "weight_decay": 1e-5, "image_size": 256,
-                  "batch_size": 1, "eval_batch_size": 16, "max_steps": 70_000, "normalize": False},
+                  "batch_size": 1, "eval_batch_size": 16, "max_steps": 70_000, "checkpoint_every": 1000,
+                  "normalize": False},
         variants={"efficientad-small": {}, "efficientad-medium": {"size": "medium"}},
     )]
 

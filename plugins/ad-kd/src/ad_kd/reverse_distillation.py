@@ -13,7 +13,6 @@ then Gaussian-smoothed (σ = 4), are the anomaly map and their maximum the image
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import timm
 import torch
@@ -24,6 +23,8 @@ from torch import nn
 from ad_core.components.backbone import BackboneConfig
 from ad_core.components.maps import gaussian_blur
 from ad_core.model import AnomalyModel
+from ad_core.training import StepContext, TrainingPlan
+from ad_core.types import Batch
 from ad_kd.distillation import cosine_distance, fuse_maps
 
 LAYERS = ("layer1", "layer2", "layer3")
@@ -206,10 +207,10 @@ class ReverseDistillation(AnomalyModel):
                              f"the embedding's grid three times); got {tuple(images.shape[-2:])}")
         return encoded, decoded
 
-    def training_step(self, batch: Any) -> torch.Tensor:
+    def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
         return reconstruction_loss(*self(batch.image))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self, plan: TrainingPlan) -> torch.optim.Optimizer:
         params = [*self.bottleneck.parameters(), *self.decoder.parameters()]
         return torch.optim.Adam(params, lr=self.lr, betas=self.betas)
 

@@ -10,12 +10,13 @@ maximum.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from ad_core.components.backbone import BackboneConfig
 from ad_core.model import AnomalyModel
+from ad_core.training import StepContext, TrainingPlan
+from ad_core.types import Batch
 from ad_kd.distillation import TeacherStudent, fuse_maps, normalized_distance
 
 
@@ -50,11 +51,11 @@ class Stfpm(AnomalyModel):
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.fusion = fusion
 
-    def training_step(self, batch: Any) -> torch.Tensor:
+    def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
         teacher, student = self.networks(batch.image)
         return pyramid_loss(teacher, student)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self, plan: TrainingPlan) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.networks.student.parameters(), lr=self.lr, momentum=self.momentum,
                                weight_decay=self.weight_decay)
 

@@ -5,12 +5,19 @@ A frozen teacher PDN (distilled from a pretrained backbone) describes 33x33 patc
 the channels learns, on normal images, to predict the teacher's normalised features (first half) and an
 autoencoder's output (second half). The local map is the teacher-student difference, the global map the
 autoencoder-student difference; each is normalised by its 0.9 and 0.995 quantiles on held-out normal images and
-the two are averaged. The image score is the maximum of the combined map. Trained by `EfficientADTrainer`.
+the two are averaged. The image score is the maximum of the combined map.
+
+Trained by the core's gradient trainer through the hooks: `on_fit_start` measures the teacher's channel
+statistics and holds out `validation_fraction` of the training images, `training_step` draws a penalty image
+and a colour-jittered copy per image, and `on_fit_end` fixes the map normalisation on the held-out images.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +26,12 @@ from ad_core.backbones import MissingWeightsError, WeightsMismatchError, read_st
 from ad_core.data.transforms import to_size
 from ad_core.model import AnomalyModel
 from ad_core.preprocessing import IMAGENET_MEAN, IMAGENET_STD, normalize
+from ad_core.training import StepContext, TrainingPlan
+from ad_core.types import Batch
+from ad_kd.efficientad.augment import colour_jitter
+from ad_kd.efficientad.fitting import TeacherStatistics, held_out, training_set_digest
 from ad_kd.efficientad.networks import OUT_CHANNELS, AutoEncoder, build_pdn, check_image_size
+from ad_kd.efficientad.penalty import SUBSTITUTE_NOTE, penalty_source
 
 # torch.quantile refuses tensors above 2**24 elements; kthvalue has no such limit.
 QUANTILE_LIMIT = 1 << 24
@@ -121,19 +133,76 @@ class EfficientAD(AnomalyModel):
         self.register_buffer("teacher_std", torch.ones(1, out_channels, 1, 1))
         self.register_buffer("st_quantiles", torch.tensor([0.0, 1.0]))  # (q_a, q_b) of the local map
         self.register_buffer("ae_quantiles", torch.tensor([0.0, 1.0]))  # (q_a, q_b) of the global map
+        # Set by `on_fit_start` for one fit: held-out image paths, penalty source, notes, data fingerprint.
+        self._held_out: set[str] = set()
+        self._penalty: Any = None
+        self._notes: list[str] = []
+        self._data: dict[str, Any] = {}
 
     def train(self, mode: bool = True) -> EfficientAD:
         super().train(mode)
         self.teacher.eval()  # frozen whatever the mode
         return self
 
-    # -- training ------------------------------------------------------------------------------
-    def configure_optimizers(self, total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    # -- training (the core trainer's hooks) ---------------------------------------------------
+    def on_fit_start(self, loader: Iterable[Batch]) -> None:
+        """Hold out a part of the training images and normalise the teacher's channels over the rest."""
+        device = self.teacher_mean.device
+        stats = TeacherStatistics()
+        with torch.no_grad():
+            for batch in loader:
+                stats.add(list(batch.path), self.teacher(normalize_images(batch.image.to(device))))
+        paths = sorted(stats.counts)
+        self._held_out = held_out(paths, self.validation_fraction)
+        mean, std = stats.mean_std(p for p in paths if p not in self._held_out)
+        self.set_teacher_statistics(mean.to(device), std.to(device))
+        self._data = {"training_images": len(paths), "training_set": training_set_digest(paths),
+                      "held_out": sorted(self._held_out)}
+        self._notes = []
+        if not self._held_out:
+            self._notes.append("EfficientAD: a single training image, so the maps were normalised on the training "
+                               "image itself (the paper holds out a part of the training images)")
+        if self.imagenet_dir is None:
+            warnings.warn(SUBSTITUTE_NOTE, stacklevel=2)
+            self._notes.append(SUBSTITUTE_NOTE)
+        self._penalty = penalty_source(self.imagenet_dir)
+
+    def configure_optimizers(self, plan: TrainingPlan) -> dict[str, Any]:
         """Adam on student and autoencoder; the learning rate drops tenfold after `lr_drop_fraction` of the steps."""
         params = [*self.student.parameters(), *self.ae.parameters()]
         optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        drop = max(1, int(self.lr_drop_fraction * total_steps))
-        return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=drop, gamma=0.1)
+        drop = max(1, int(self.lr_drop_fraction * plan.total_steps))
+        return {"optimizer": optimizer, "scheduler": torch.optim.lr_scheduler.StepLR(optimizer, drop, gamma=0.1),
+                "interval": "step"}
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor | None:
+        """The paper's Algorithm 1 on the batch's images that are not held out (None when all are)."""
+        keep = [i for i, path in enumerate(batch.path) if path not in self._held_out]
+        if not keep:
+            return None
+        images = batch.image[keep]
+        out = self.losses(images, colour_jitter(images), self._penalty.sample(images))
+        ctx.log(**{name: value.item() for name, value in out.items() if name != "loss"})
+        return out["loss"]
+
+    @torch.no_grad()
+    def on_fit_end(self, loader: Iterable[Batch]) -> None:
+        """Fix the map normalisation on the held-out images (all images when none is held out)."""
+        local, global_ = [], []
+        for batch in loader:
+            keep = [i for i, p in enumerate(batch.path) if not self._held_out or p in self._held_out]
+            if keep:
+                maps = self.raw_maps(batch.image[keep].to(self.teacher_mean.device))
+                local.append(maps[0].cpu())
+                global_.append(maps[1].cpu())
+        self.set_map_quantiles(torch.cat(local), torch.cat(global_))
+
+    def fit_fingerprint(self) -> dict[str, Any]:
+        """The training images and the held-out ones: a resumed run must use the same."""
+        return dict(self._data)
+
+    def fit_notes(self) -> list[str]:
+        return list(self._notes)
 
     @torch.no_grad()
     def teacher_features(self, images: torch.Tensor) -> torch.Tensor:
