@@ -23,6 +23,7 @@ import contextlib
 import copy
 import inspect
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -244,7 +245,7 @@ class ModelConformance:
         code = (f"import sys, json; import {self.module_name}; "
                 "print(json.dumps(sorted(m for m in ('torch', 'numpy', 'timm') if m in sys.modules)))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             env={"PYTHONPATH": ":".join(p for p in sys.path if p)})
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
         assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
     # -- building and fitting ----------------------------------------------------------------------
