@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import platform
 from importlib import metadata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,34 @@ def save_checkpoint(detector: Detector, directory: str | Path, meta: dict[str, A
     return directory
 
 
+# Folder kinds: a folder is described by one JSON file whose "kind" names how it loads. The core loads its own
+# kind ("model", described by model.json); a layer above the kernel registers its kind with `register_loader`
+# when imported (the ensemble registers "ensemble", described by ensemble.json). The kernel imports none of them:
+# `KIND_PROVIDERS` names, as strings, the modules it imports on the first load to let them register.
+MODEL_KIND = "model"
+Loader = Callable[[Path, "str | torch.device"], Detector]
+_LOADERS: dict[str, tuple[str, Loader]] = {}
+KIND_PROVIDERS: list[str] = ["ad_core.ensemble.storage"]
+
+
+def register_loader(kind: str, descriptor: str, loader: Loader) -> None:
+    """Let folders whose `descriptor` JSON file says `"kind": kind` load through `loader(path, device)`."""
+    if kind == MODEL_KIND:
+        raise ValueError(f"the {MODEL_KIND!r} kind is the core's own")
+    _LOADERS[kind] = (descriptor, loader)
+
+
+def folder_kind(path: str | Path) -> str:
+    """The kind of folder `path` (the folder or its descriptor file) is: "model" or a registered kind."""
+    for module in KIND_PROVIDERS:
+        importlib.import_module(module)
+    path = Path(path)
+    for kind, (descriptor, _) in _LOADERS.items():
+        if (path / descriptor).is_file() if path.is_dir() else path.name == descriptor and path.is_file():
+            return kind
+    return MODEL_KIND
+
+
 def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """Accepts the run folder, `model.json` or `model.safetensors`; returns (folder, metadata)."""
     path = Path(path)
@@ -88,15 +118,16 @@ def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
 def load_model(path: str | Path, expected_model: str | None = None, device: str | torch.device = "cpu") -> Detector:
     """Rebuild the exact trained detector from a checkpoint folder (predictions identical).
 
-    An ensemble folder (written by `ad_core.build_ensemble`) loads as one detector too.
+    A folder of another registered kind (an ensemble written by `ad_core.build_ensemble`) loads as one detector
+    too, through the loader its layer registered.
     """
     from ad_core.building import build_model
-    from ad_core.ensemble.storage import is_ensemble, load_ensemble
 
-    if is_ensemble(path):
-        if expected_model not in (None, "ensemble"):
-            raise CheckpointError(f"{path} holds an ensemble, not {expected_model!r}")
-        return load_ensemble(path, device=device)
+    kind = folder_kind(path)
+    if kind != MODEL_KIND:
+        if expected_model not in (None, kind):
+            raise CheckpointError(f"{path} holds an {kind}, not {expected_model!r}")
+        return _LOADERS[kind][1](path, device)
     directory, meta = read_meta(path)
     if expected_model is not None and expected_model not in (meta["model"], meta.get("base_model")):
         raise CheckpointError(

@@ -43,7 +43,31 @@ def _split(value: str) -> list[str] | str:
     return parts[0] if len(parts) == 1 else parts
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PluginCommandsGroup(click.Group):
+    """The `adcore` group: plugins add their commands when a command is looked up, not when the CLI is imported."""
+
+    plugins_loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if not self.plugins_loaded:
+            self.plugins_loaded = True
+            from ad_core.plugins import add_plugin_commands
+
+            add_plugin_commands(self, get_registry())
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._load_plugin_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+
+@click.group(cls=PluginCommandsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="adcore")
 def main() -> None:
     """ad-core: train, compare and deploy visual anomaly detectors."""
@@ -370,14 +394,6 @@ def benchmark_report_cmd(directory: Path) -> None:
         _fail(exc)
     _echo_leaderboard(directory)
 
-
-def _plugin_commands() -> None:
-    from ad_core.plugins import add_plugin_commands
-
-    add_plugin_commands(main, get_registry())
-
-
-_plugin_commands()
 
 if __name__ == "__main__":
     main()

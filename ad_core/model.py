@@ -31,6 +31,8 @@ def check_images(images: torch.Tensor) -> None:
         raise ValueError(f"expected images as a float tensor [B,3,H,W], got {shape}")
     if not images.is_floating_point():
         raise ValueError(f"expected a floating-point image tensor, got {images.dtype}")
+    if not torch.isfinite(images).all():
+        raise ValueError("the images contain NaN or infinite values: check the input files or the pre-processing")
 
 
 class AnomalyModel(nn.Module):

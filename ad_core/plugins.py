@@ -14,6 +14,7 @@ from importlib import metadata
 import pluggy
 
 from ad_core import hookspecs
+from ad_core.compat import incompatibility
 from ad_core.specs import ModelSpec, SpecError
 
 ENV_FILTER = "ADCORE_LOAD_PLUGINS"
@@ -180,6 +181,9 @@ def load_registry(extra_plugins: list[tuple[str, object]] | None = None) -> Regi
             version=dist.version if dist is not None else "",
         )
         registry.plugins[ep.name] = info
+        info.error = incompatibility(dist) if dist is not None else None
+        if info.broken:
+            continue
         try:
             module = ep.load()
             pm.register(module, name=ep.name)

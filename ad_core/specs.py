@@ -72,6 +72,9 @@ class ModelSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
+    # The conformance suite's tiny config, keyed by the model's name or a variant's name. A variant's tiny config
+    # is the base entry updated by its own entry (small backbone, few steps, small image; see `ad_core.testing`).
+    test_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise `SpecError` naming what is wrong, so a broken plugin is reported, not half-loaded."""
@@ -86,6 +89,10 @@ class ModelSpec:
             raise SpecError(f"{self.name}: paradigm is empty")
         if not isinstance(self.defaults, dict) or not all(isinstance(v, dict) for v in self.variants.values()):
             raise SpecError(f"{self.name}: defaults and each variant must be dicts")
+        unknown = set(self.test_overrides) - {self.name, *self.variants}
+        if unknown or not all(isinstance(v, dict) for v in self.test_overrides.values()):
+            raise SpecError(f"{self.name}: test_overrides must map the model's or a variant's name to a dict "
+                            f"(unknown: {sorted(unknown)})")
 
     def config(self, variant: str | None = None) -> dict[str, Any]:
         """The defaults of the base model or of one of its variants."""
@@ -94,6 +101,13 @@ class ModelSpec:
         if variant not in self.variants:
             raise KeyError(f"{self.name} has no variant {variant!r}; variants: {sorted(self.variants)}")
         return {**self.defaults, **self.variants[variant]}
+
+    def tiny_config(self, variant: str | None = None) -> dict[str, Any]:
+        """The conformance suite's overrides for the base model or one of its variants."""
+        tiny = dict(self.test_overrides.get(self.name, {}))
+        if variant is not None and variant != self.name:
+            tiny.update(self.test_overrides.get(variant, {}))
+        return tiny
 
     def load_factory(self) -> Callable[..., Any]:
         return resolve_ref(self.factory)

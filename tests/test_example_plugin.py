@@ -5,25 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-
-from ad_core.testing import ModelConformance
+from ad_core.testing import conformance_suite
 
 EXAMPLE_SRC = Path(__file__).resolve().parents[1] / "examples" / "third_party_plugin" / "src"
+sys.path.insert(0, str(EXAMPLE_SRC))  # the example is not installed in the test environment
 
+from adcore_pixelstats import plugin  # noqa: E402
 
-@pytest.fixture(scope="class", autouse=True)
-def example_plugin():
-    sys.path.insert(0, str(EXAMPLE_SRC))
-    from adcore_pixelstats import plugin
-
-    from ad_core.plugins import register_plugin
-
-    unregister = register_plugin(plugin, "adcore-pixelstats")
-    yield
-    unregister()
-    sys.path.remove(str(EXAMPLE_SRC))
-
-
-class TestPixelStatsConformance(ModelConformance):
-    model_name = "pixelstats-blur"
+TestPixelStatsConformance = conformance_suite(plugin="adcore-pixelstats", module=plugin)

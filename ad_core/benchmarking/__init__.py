@@ -48,8 +48,8 @@ def _check_models(models: list[str], overrides: dict[str, Any],
 
     A model whose code cannot even be imported is left to fail in its own cells, so the grid goes on.
     """
-    from ad_core.building import resolve_config
-    from ad_core.plugins import get_registry
+    from ad_core.api import resolve_config
+    from ad_core.api import get_registry
 
     registry = get_registry()
     names = [registry.resolve(m)[1] for m in models]
@@ -67,7 +67,7 @@ def _check_models(models: list[str], overrides: dict[str, Any],
 
 
 def _categories(datasets: list[str], categories: str | Iterable[str], root: str | Path | None) -> dict[str, list[str]]:
-    from ad_core.data import list_categories
+    from ad_core.api import list_categories
 
     wanted = _names(categories)
     return {ds: (sorted(list_categories(ds, root)) if wanted == ["all"] else wanted) for ds in datasets}
@@ -87,7 +87,7 @@ def benchmark(models: str | Iterable[str], dataset: str | Iterable[str], categor
     `benchmark("padim,patchcore", "mvtec", "bottle,wood", output="bench", image_size=256)`.
     """
     from ad_core.benchmarking.schedule import run_grid
-    from ad_core.settings import settings
+    from ad_core.api import settings
 
     model_overrides = {k.strip().lower(): dict(v) for k, v in (model_overrides or {}).items()}
     names = _check_models(_names(models), overrides, model_overrides)

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from ad_core import __version__
 from ad_core.benchmarking.grid import CELL_FILE, Cell
-from ad_core.io import write_json
+from ad_core.api import write_json
 
 SCHEMA = 1
 LOG_NAME = "cell.log"

@@ -36,10 +36,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     from ad_core.benchmarking.examples import write_examples
-    from ad_core.checkpoint import load_model
-    from ad_core.data import get_dataset
-    from ad_core.runner import run_one
-    from ad_core.settings import set_globals
+    from ad_core.api import load_model
+    from ad_core.api import get_dataset
+    from ad_core.api import run_one
+    from ad_core.api import set_globals
 
     set_globals(**spec.get("settings", {}), progress=False)
     result = run_one(spec["dataset"], spec["category"], spec["model"], root=spec.get("root"),
@@ -59,7 +59,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[1])
     _die_with_parent(int(spec.get("parent_pid", 0)))
-    from ad_core.io import write_json
+    from ad_core.api import write_json
 
     result_file = Path(spec["result_file"])
     try:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ad_core.io import atomic_path
+from ad_core.api import atomic_path
 
 EXAMPLES_NAME = "examples.safetensors"
 MAX_SIDE = 128  # pixels; the report shows thumbnails

@@ -14,8 +14,7 @@ import numpy as np
 
 from ad_core.benchmarking.examples import EXAMPLES_NAME, read_examples
 from ad_core.benchmarking.leaderboard import per_category
-from ad_core.reports.plots import ANOMALOUS_COLOR, NORMAL_COLOR
-from ad_core.runner import SCORES_NAME
+from ad_core.api import ANOMALOUS_COLOR, NORMAL_COLOR, SCORES_NAME
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

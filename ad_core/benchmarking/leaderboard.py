@@ -13,7 +13,7 @@ import numpy as np
 
 from ad_core.benchmarking.cells import read_cell
 from ad_core.benchmarking.grid import CELL_FILE
-from ad_core.io import write_json, write_text
+from ad_core.api import write_json, write_text
 
 # (key, header) of the per-cell numbers; the first five are the accuracy metrics.
 METRICS = [

@@ -9,7 +9,7 @@ from typing import Any
 from ad_core.benchmarking import figures, html
 from ad_core.benchmarking.cells import read_cell
 from ad_core.benchmarking.leaderboard import collect, summarize, write_tables
-from ad_core.io import write_text
+from ad_core.api import write_text
 
 BEST_MODELS = 3  # models shown in the score histograms
 

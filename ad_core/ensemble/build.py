@@ -13,17 +13,22 @@ from typing import Any
 
 import torch
 
-from ad_core.checkpoint import load_model
-from ad_core.data import get_dataset
-from ad_core.detector import Detector
+from ad_core.api import (
+    Detector,
+    evaluate_detector,
+    get_dataset,
+    load_model,
+    make_loader,
+    normal_subset,
+    resolve_device,
+    settings,
+)
 from ad_core.ensemble.calibration import NormalImages, fit_normal_stats, member_outputs_on
 from ad_core.ensemble.cells import RESULTS_NAME, select_top
 from ad_core.ensemble.fusion import FUSION_RULES, check_rule
 from ad_core.ensemble.model import EnsembleModel
 from ad_core.ensemble.report import write_ensemble_report
 from ad_core.ensemble.storage import is_ensemble, save_ensemble
-from ad_core.runner import make_loader, evaluate_detector, normal_subset
-from ad_core.settings import resolve_device, settings
 
 
 @dataclass
@@ -101,7 +106,7 @@ def _data_source(metas: list[dict[str, Any]], dataset: str | None, category: str
 
 
 def _largest(sizes: list[Any]) -> Any:
-    from ad_core.data.transforms import to_size
+    from ad_core.api import to_size
 
     return max(sizes, key=lambda s: to_size(s)[0] * to_size(s)[1])
 

@@ -8,11 +8,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ad_core.data import ImageTransform, read_image
+from ad_core.api import Batch, ImageTransform, Prediction, Sample, collect_images, read_image
 from ad_core.ensemble.model import EnsembleModel
 from ad_core.ensemble.normalization import NormalStats
-from ad_core.inference import collect_images
-from ad_core.types import Batch, Prediction, Sample
 
 
 class NormalImages(Dataset):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ad_core.checkpoint import META_NAME, WEIGHTS_NAME
+from ad_core.api import META_NAME, WEIGHTS_NAME
 
 CELL_NAME = "cell.json"
 RESULTS_NAME = "results.json"

@@ -10,13 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ad_core.components.maps import resize_map
-from ad_core.data.transforms import to_size
-from ad_core.detector import Detector
+from ad_core.api import Detector, Prediction, check_images, resize_map, to_size
 from ad_core.ensemble.fusion import check_rule, fuse
 from ad_core.ensemble.normalization import NormalStats
-from ad_core.model import check_images
-from ad_core.types import Prediction
 
 
 def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

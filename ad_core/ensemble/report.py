@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ad_core.io import write_text
-from ad_core.reports import format_table, write_results
+from ad_core.api import format_table, write_results, write_text
 
 if TYPE_CHECKING:
     from ad_core.ensemble.build import EnsembleResult

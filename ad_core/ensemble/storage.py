@@ -18,12 +18,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ad_core import __version__
-from ad_core.checkpoint import WEIGHTS_NAME, CheckpointError, file_sha256
-from ad_core.detector import Detector
+from ad_core.api import (
+    WEIGHTS_NAME,
+    CheckpointError,
+    Detector,
+    atomic_path,
+    file_sha256,
+    load_model,
+    register_loader,
+    write_json,
+)
 from ad_core.ensemble.cells import ENSEMBLE_NAME
 from ad_core.ensemble.model import EnsembleModel
 from ad_core.ensemble.normalization import NormalStats
-from ad_core.io import atomic_path, write_json
 
 FORMAT_VERSION = 1
 STATS_NAME = "ensemble.safetensors"
@@ -118,8 +125,6 @@ def _stats(state: dict[str, torch.Tensor], prefix: str) -> NormalStats:
 
 def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> Detector:
     """The ensemble as one detector (`predict`, `detect`, `meta`), members loaded and verified."""
-    from ad_core.checkpoint import load_model
-
     path = Path(path)
     directory = path if path.is_dir() else path.parent
     spec = _read_spec(directory)
@@ -144,3 +149,6 @@ def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> Detec
                             f"unexpected {result.unexpected_keys}")
     detector.meta = {**spec, "member_dirs": [str(d) for d in member_dirs]}
     return detector.to(device).eval()
+
+
+register_loader("ensemble", ENSEMBLE_NAME, load_ensemble)

@@ -1,17 +1,7 @@
-"""FastFlow and CFlow pass the core's conformance suite (tiny configs, random weights, offline)."""
+"""Every ad-flow model and variant passes the core's conformance suite (tiny configs from the specs)."""
 
 from __future__ import annotations
 
-from ad_core.testing import ModelConformance
+from ad_core.plugin_api import conformance_suite
 
-
-class TestFastFlow(ModelConformance):
-    model_name = "fastflow"
-    overrides = {"backbone": "resnet18", "image_size": 64, "flow_steps": 2, "batch_size": 8, "num_epochs": 3,
-                 "early_stopping_patience": None}
-
-
-class TestCFlow(ModelConformance):
-    model_name = "cflow-resnet18"
-    overrides = {"image_size": 64, "coupling_blocks": 2, "fiber_batch_size": 32, "batch_size": 8, "num_epochs": 2,
-                 "soft_permutation": False}
+TestConformance = conformance_suite(plugin="ad-flow")

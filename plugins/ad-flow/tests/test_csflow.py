@@ -1,4 +1,5 @@
-"""CS-Flow: the conformance suite, the cross-scale flow's invertibility and exact log-determinant, bad input."""
+"""CS-Flow (its conformance runs in test_conformance.py): the cross-scale flow's invertibility and exact
+log-determinant, bad input."""
 
 from __future__ import annotations
 
@@ -6,16 +7,10 @@ import pytest
 import torch
 
 from ad_core.building import build_model
-from ad_core.testing import ModelConformance
 from ad_flow.csflow import CrossScaleFlow, CSFlow
 
 TINY = {"backbone": "efficientnet_b0", "stage": 4, "hidden_channels": 32, "n_coupling_blocks": 2,
         "num_epochs": 2, "batch_size": 8, "lr": 1e-3}
-
-
-class TestCSFlow(ModelConformance):
-    model_name = "csflow"
-    overrides = TINY
 
 
 def tiny_flow() -> tuple[CrossScaleFlow, list[torch.Tensor]]:

@@ -1,5 +1,5 @@
-"""U-Flow: the conformance suite, the U-shaped flow's exact log-determinant, the NFA threshold in a run's
-results, the MS-CaiT path (with a tiny CaiT), and bad input."""
+"""U-Flow (its conformance runs in test_conformance.py): the U-shaped flow's exact log-determinant, the NFA
+threshold in a run's results, the MS-CaiT path (with a tiny CaiT), and bad input."""
 
 from __future__ import annotations
 
@@ -10,16 +10,8 @@ import torch
 
 from ad_core import train
 from ad_core.building import build_model
-from ad_core.testing import ModelConformance
 from ad_flow import uflow
 from ad_flow.uflow import UFlow, UShapedFlow
-
-TINY = {"num_epochs": 2, "batch_size": 8}
-
-
-class TestUFlowResnet18(ModelConformance):
-    model_name = "uflow-resnet18"
-    overrides = TINY
 
 
 def test_u_shaped_log_determinant_is_exact() -> None:

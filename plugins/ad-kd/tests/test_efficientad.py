@@ -1,4 +1,4 @@
-"""EfficientAD: conformance, size and teacher errors, the penalty substitute, the distill command, the losses."""
+"""EfficientAD (its conformance runs in test_conformance.py): size and teacher errors, the penalty substitute, the distill command, the losses."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from ad_core.backbones import MissingWeightsError, WeightsMismatchError
 from ad_core.building import build_model
 from ad_core.data.synthetic import write_demo_dataset
 from ad_core.runner import run_one
-from ad_core.testing import ModelConformance
 from ad_kd.efficientad import model as model_module
 from ad_kd.efficientad.model import hard_feature_loss, quantile
 from ad_kd.efficientad.networks import MIN_IMAGE_SIZE, pdn_output_size
@@ -23,18 +22,6 @@ from ad_kd.efficientad.penalty import FolderPenalty
 from ad_kd.efficientad.fitting import held_out
 
 SIZE = 48  # above the 33 px minimum, and small enough for a shared CPU
-TINY = {"image_size": SIZE, "max_steps": 3, "eval_batch_size": 8}
-
-
-class TestEfficientAD(ModelConformance):
-    """PDN-S at 48 px, 3 steps, random teacher: the teacher's features, normalised over the normal images,
-    already tell the clear demo defects apart from the normal texture the student starts to imitate."""
-
-    model_name = "efficientad"
-    overrides = TINY
-    image_size = SIZE
-    n_train = 8
-    n_test = 6
 
 
 def write_images(folder, count: int, size: int = 40) -> None:

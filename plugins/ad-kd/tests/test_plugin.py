@@ -1,11 +1,9 @@
-"""The plugin module registers valid specs and stays light (no torch at import)."""
+"""The plugin module registers valid specs (that it stays light is a conformance check)."""
 
 from __future__ import annotations
 
 import inspect
 import json
-import subprocess
-import sys
 
 from ad_kd import plugin
 from click.testing import CliRunner
@@ -31,12 +29,6 @@ def test_specs_are_valid_and_their_defaults_fit_the_factories() -> None:
             config = spec.config(variant)
             assert set(config) - RUN_KEYS <= params, f"{variant}: {set(config) - RUN_KEYS - params}"
             assert {"image_size", "batch_size", "num_epochs"} <= set(config)
-
-
-def test_plugin_module_does_not_import_torch() -> None:
-    code = "import sys, ad_kd.plugin; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
 
 
 def test_cli_lists_the_kd_models_with_their_variants() -> None:

@@ -1,14 +1,14 @@
 """Registers the knowledge-distillation models with ad-core. Light by design: no torch, no model code.
 
-One block per model; each returns its `ModelSpec`s and the hook registers them all.
+Layout (every plugin.py): paper constants, one `*_specs()` function per model, one hook registering them all
+(and, here, one hook adding the `efficientad-distill` command).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from ad_core.hookspecs import hookimpl
-from ad_core.specs import ModelSpec
+from ad_core.plugin_api import ModelSpec, hookimpl
 
 PARADIGM = "kd"
 
@@ -30,6 +30,7 @@ def stfpm_specs() -> list[ModelSpec]:
         defaults={"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "lr": 0.4, "momentum": 0.9,
                   "weight_decay": 1e-4, "fusion": "product", "image_size": 256, "batch_size": 32,
                   "num_epochs": 100},
+        test_overrides={"stfpm": {"batch_size": 8, "num_epochs": 3}},
     )]
 
 
@@ -53,6 +54,10 @@ def fre_specs() -> list[ModelSpec]:
             "fre-wrn50": {"backbone": "wide_resnet50_2", "pooling_kernel_size": 4},
             "fre-r18": {"backbone": "resnet18"},
         },
+        # The autoencoder's input is the pooled feature tensor of one image size, so the size is a model option.
+        test_overrides={"fre": {"backbone": "resnet18", "image_size": 64, "batch_size": 8, "num_epochs": 10,
+                                "test_square_only": "the autoencoder is sized for one square feature map"},
+                        "fre-wrn50": {"pooling_kernel_size": 2}},
     )]
 
 
@@ -74,6 +79,10 @@ def reverse_distillation_specs() -> list[ModelSpec]:
                   "betas": [0.5, 0.999], "fusion": "sum", "sigma": 4.0, "image_size": 256, "batch_size": 16,
                   "num_epochs": 200},
         variants={"reverse_distillation-r18": {"backbone": "resnet18"}},
+        # At 64 px the one-class embedding is a 2x2 grid and layer3 4x4, too coarse to localise anything; 128 px
+        # (embedding 4x4) is the smallest size at which the decoder has a spatial map to reconstruct.
+        test_overrides={"reverse_distillation": {"backbone": "resnet18", "image_size": 128, "batch_size": 8,
+                                                 "num_epochs": 4}},
     )]
 
 
@@ -95,6 +104,9 @@ def efficientad_specs() -> list[ModelSpec]:
                   "batch_size": 1, "eval_batch_size": 16, "max_steps": 70_000, "checkpoint_every": 1000,
                   "normalize": False},
         variants={"efficientad-small": {}, "efficientad-medium": {"size": "medium"}},
+        # PDN-S at 48 px (above the 33 px minimum), 3 steps, random teacher: the teacher's features, normalised
+        # over the normal images, already tell the clear demo defects from the texture the student imitates.
+        test_overrides={"efficientad": {"image_size": 48, "max_steps": 3, "eval_batch_size": 8}},
     )]
 
 
