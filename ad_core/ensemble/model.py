@@ -93,6 +93,10 @@ class EnsembleModel(nn.Module):
                         rule)
         return Prediction(score=score.float(), anomaly_map=None if amap is None else amap.float())
 
+    def fixed_thresholds(self) -> dict[str, float]:
+        """An ensemble sets no threshold by itself (`ad_core.protocols.Model`)."""
+        return {}
+
     def predict(self, images: torch.Tensor) -> Prediction:
         with torch.inference_mode():
             return self.fuse_outputs(self.member_outputs(images))
