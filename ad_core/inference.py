@@ -33,7 +33,7 @@ def predict_paths(checkpoint: str | Path, inputs: list[Path], output_dir: Path |
     """Score every image: raw score, 0–1 score, label at the stored threshold, optional map PNG."""
     dev = resolve_device(device)
     detector = load_model(checkpoint, device=dev)
-    transform = ImageTransform(detector.meta["image_size"], normalize=False)
+    transform = ImageTransform(detector.meta["image_size"])
     paths = collect_images(inputs)
     rows: list[dict[str, Any]] = []
     for start in range(0, len(paths), batch_size):
