@@ -64,7 +64,10 @@ def strong_augment(images: torch.Tensor) -> torch.Tensor:
     colour changes by factors in [0.5, 1.5]."""
     out = []
     for img in images:
-        img = torch.rot90(img, int(torch.randint(1, 4, ())), dims=(-2, -1))
+        turns = int(torch.randint(1, 4, ()))
+        if img.shape[-1] != img.shape[-2] and turns % 2:  # a quarter turn would swap a non-square image's sides
+            turns = 2
+        img = torch.rot90(img, turns, dims=(-2, -1))
         if torch.rand(()) < 0.5:
             img = img.flip(-1)
         img = img[torch.randperm(3).to(img.device)]
