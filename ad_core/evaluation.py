@@ -39,6 +39,7 @@ class Calibration:
     normal_scores: np.ndarray
     score_range: tuple[float, float]
     image_auroc: float
+    pixel_auroc: float = float("nan")
     pixel_threshold: dict[str, Any] | None = None
     map_range: tuple[float, float] | None = None
     selected_on: str = "validation"
@@ -93,6 +94,7 @@ def calibrate(detector: Detector, loader: Iterable[Batch], device: torch.device,
     `target_fpr` of the normal validation images' pixels (up to `PIXELS_PER_IMAGE` per image)."""
     scores, labels, normal_pixels = [], [], []
     map_low, map_high = np.inf, -np.inf
+    pixel = MapMetrics()
     for batch in loader:
         pred = detector.predict(batch.image.to(device))
         scores.extend(pred.score.cpu().tolist())
@@ -100,6 +102,8 @@ def calibrate(detector: Detector, loader: Iterable[Batch], device: torch.device,
         if pred.anomaly_map is None:
             continue
         maps = pred.anomaly_map.cpu()
+        if batch.mask is not None:
+            pixel.update(maps, batch.mask, batch.label, batch.mask_known)
         map_low, map_high = min(map_low, float(maps.min())), max(map_high, float(maps.max()))
         for amap, label in zip(maps, batch.label.tolist()):
             if label == 0:
@@ -111,6 +115,8 @@ def calibrate(detector: Detector, loader: Iterable[Batch], device: torch.device,
     calibration = Calibration(s[y == 0], (float(s.min()), float(s.max())),
                               float(auroc(s, y)) if 0 < y.sum() < y.size else float("nan"), selected_on=selected_on,
                               info=dict(info or {}))
+    if pixel.pixel.has_masks:
+        calibration.pixel_auroc = float(pixel.pixel.compute()["pixel_auroc"])
     if normal_pixels:
         pixels = np.concatenate(normal_pixels)
         calibration.pixel_threshold = {"method": "normal_fpr", **normal_fpr_threshold(pixels, target_fpr),

@@ -166,6 +166,38 @@ def describe(info: dict[str, Any]) -> str:
     """One line for `selected_on`: what the validation set is and how large."""
     source = info["source"]
     what = {"holdout": f"held-out training images ({info.get('fraction', 0):.0%}, seed {info.get('seed')})",
-            "test_split": f"a seeded share of the test split ({info.get('fraction', 0):.0%}, seed {info.get('seed')})"}
+            "test_split": f"a seeded share of the test split ({info.get('fraction', 0):.0%}, seed {info.get('seed')})",
+            "normal_dir": "the given normal images"}
     return (f"validation: {what.get(source, source)}, {info['normal_images']} normal + "
             f"{info['anomalous_images']} anomalous ({info['defects']})")
+
+
+def members_validation_split(infos: list[dict[str, Any] | None], train_set: Dataset, test_set: Dataset,
+                             normal_images: Dataset | None = None, seed: int = 0) -> ValidationSplit:
+    """The validation source of an ensemble: the one its members share, so its fusion rule and thresholds
+    are chosen on images no member trained on and the test split never sees.
+
+    `normal_images` (normal images the members never saw) win; otherwise the members' recorded holdout or
+    test-split share must be the same for all of them.
+    """
+    if normal_images is not None:
+        info = {"source": "normal_dir", "normal_images": len(normal_images), "anomalous_images": len(normal_images),
+                "defects": "synthetic, drawn on copies of the normal images"}
+        return ValidationSplit(train_set, WithSyntheticDefects(normal_images, seed), test_set, info)
+    first = infos[0]
+    same = first is not None and all(i is not None and (i.get("source"), i.get("seed"), i.get("held_out")) ==
+                                     (first["source"], first.get("seed"), first.get("held_out")) for i in infos)
+    if not same or first["source"] not in SOURCES:
+        raise ValueError("the members were not validated on one shared held-out set (different seeds or fractions, "
+                         "their own folders, or checkpoints older than validation records): pass normal_dir= with "
+                         "normal images none of them trained on")
+    held = list(first["held_out"])
+    info = {key: first[key] for key in ("source", "fraction", "seed", "normal_images", "anomalous_images", "defects")
+            if key in first}
+    if first["source"] == "holdout":
+        return ValidationSplit(train_set, WithSyntheticDefects(Subset(train_set, held), first["seed"]), test_set,
+                               {**info, "held_out": held})
+    rest = sorted(set(range(len(test_set))) - set(held))
+    return ValidationSplit(train_set, Subset(test_set, held), Subset(test_set, rest),
+                           {**info, "held_out": held, "test_note": f"test figures are on the {len(rest)} test images "
+                                                                   "not used for validation"})
