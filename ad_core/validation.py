@@ -175,7 +175,8 @@ def describe(info: dict[str, Any]) -> str:
 def members_validation_split(infos: list[dict[str, Any] | None], train_set: Dataset, test_set: Dataset,
                              normal_images: Dataset | None = None, seed: int = 0) -> ValidationSplit:
     """The validation source of an ensemble: the one its members share, so its fusion rule and thresholds
-    are chosen on images no member trained on and the test split never sees.
+    are chosen on images no member trained on and the test split never sees. `train` is then what the
+    members fitted on (the held-out share removed).
 
     `normal_images` (normal images the members never saw) win; otherwise the members' recorded holdout or
     test-split share must be the same for all of them.
@@ -195,7 +196,9 @@ def members_validation_split(infos: list[dict[str, Any] | None], train_set: Data
     info = {key: first[key] for key in ("source", "fraction", "seed", "normal_images", "anomalous_images", "defects")
             if key in first}
     if first["source"] == "holdout":
-        return ValidationSplit(train_set, WithSyntheticDefects(Subset(train_set, held), first["seed"]), test_set,
+        trained_on = sorted(set(range(len(train_set))) - set(held))  # what the members fitted on
+        return ValidationSplit(Subset(train_set, trained_on), WithSyntheticDefects(Subset(train_set, held),
+                                                                                   first["seed"]), test_set,
                                {**info, "held_out": held})
     rest = sorted(set(range(len(test_set))) - set(held))
     return ValidationSplit(train_set, Subset(test_set, held), Subset(test_set, rest),

@@ -146,7 +146,7 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
     split = members_validation_split([m.get("validation") for m in metas], train_set,
                                      get_dataset(dataset, category, "test", image_size=size, root=root),
                                      held_out_normals)
-    normal_set = normal_subset(train_set if held_out_normals is None else held_out_normals)
+    normal_set = normal_subset(split.train if held_out_normals is None else held_out_normals)
     normal = member_outputs_on(model, make_loader(normal_set, batch_size, False, 0), dev)
     fit_normal_stats(model, normal)
     detector = Detector(model, normalize=False).to(dev).eval()
