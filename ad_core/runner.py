@@ -220,6 +220,11 @@ def train_models(dataset_type: str | list[str], categories: str | list[str], mod
     return train(dataset_type, categories, models, **overrides)
 
 
+def _fpr(confusion: dict[str, Any]) -> float:
+    negatives = confusion["fp"] + confusion["tn"]
+    return confusion["fp"] / negatives if negatives else float("nan")
+
+
 def summary_table(runs: list[RunResult]) -> str:
     rows = [
         {
@@ -230,6 +235,8 @@ def summary_table(runs: list[RunResult]) -> str:
             "pixel AUROC": r.pixel_auroc,
             "pixel AUPRO": (r.results.get("pixel") or {}).get("aupro", float("nan")),
             "F1-max": r.results["image"]["f1_max"],
+            "recall@thr": r.results["confusion"]["recall"],  # at the saved threshold (validation by default)
+            "FPR@thr": _fpr(r.results["confusion"]),
             "fit s": r.run.get("fit_seconds", float("nan")),
             "img/s": r.run.get("test_images_per_second", float("nan")),
         }

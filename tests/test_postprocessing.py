@@ -89,3 +89,20 @@ def test_checkpoint_without_pixel_buffers_loads_without_maps(fre_run, tmp_path) 
     detection = detector.detect(torch.rand(2, 3, 64, 64))
     assert detection.normalized_map is None and detection.mask is None and detection.anomaly_map is not None
     assert detection.label.shape == (2,)
+
+
+def test_map_panels_use_the_pixel_threshold_and_map_range(tiny_plugin, outputs, monkeypatch) -> None:
+    from ad_core import evaluation
+
+    shown = {}
+
+    def capture(out_dir, images, maps, threshold, names, masks, vmin, vmax):
+        shown.update(threshold=threshold, vmin=vmin, vmax=vmax)
+        return []
+
+    monkeypatch.setattr(evaluation, "save_map_panels", capture)
+    (run,) = train("demo", "weave", "tiny-ae", verbose=False, num_epochs=1, image_size=32)
+    decisions = json.loads((run.output_dir / "results.json").read_text())["decisions"]
+    assert shown["threshold"] == pytest.approx(decisions["pixel_threshold"]["value"])
+    assert (shown["vmin"], shown["vmax"]) == (decisions["map_range"]["min"], decisions["map_range"]["max"])
+    assert shown["threshold"] != pytest.approx(decisions["image_threshold"]["value"])
