@@ -125,7 +125,8 @@ def calibrate(detector: Detector, loader: Iterable[Batch], device: torch.device,
     return calibration
 
 
-def score_split(detector: Detector, loader: Iterable[Batch], device: torch.device, keep: int = 0):
+def score_split(detector: Detector, loader: Iterable[Batch], device: torch.device, keep: int = 0
+                ) -> tuple[np.ndarray, np.ndarray, list[str], list[str], dict[str, Any] | None, list[tuple]]:
     """Scores, labels, paths and defect types, streamed map metrics, and up to `keep` examples for map panels.
 
     What outlives a batch is Python numbers or copies, never views: a view keeps its whole batch alive, and small

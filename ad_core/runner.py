@@ -96,7 +96,7 @@ def _build(model_name: str, overrides: dict[str, Any], notes: list[str]) -> tupl
 
 
 def normal_subset(train_set: Dataset) -> Subset:
-    """Up to `MAX_TRAIN_SCORED` normal training images, evenly spread: what thresholds and ensembles score."""
+    """Up to `MAX_TRAIN_SCORED` normal training images, evenly spread: what an ensemble normalises its members on."""
     count = min(len(train_set), MAX_TRAIN_SCORED)
     return Subset(train_set, np.linspace(0, len(train_set) - 1, count).astype(int).tolist())
 

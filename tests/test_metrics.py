@@ -487,8 +487,8 @@ def _direct_aupimo(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray, boun
         for i in range(len(x) - 1):
             a, b = max(x[i], low), min(x[i + 1], high)
             if x[i + 1] > x[i] and b > a:
-                at = lambda z: y[i] + (y[i + 1] - y[i]) * (z - x[i]) / (x[i + 1] - x[i])  # noqa: E731
-                area += (b - a) * (at(a) + at(b)) / 2
+                slope = (y[i + 1] - y[i]) / (x[i + 1] - x[i])
+                area += (b - a) * (y[i] + slope * (a - x[i]) + y[i] + slope * (b - x[i])) / 2
         areas.append(area / (high - low))
     return areas
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ad_core import train
-from ad_core.data import DemoDataset, write_demo_dataset
+from ad_core.data import DemoDataset
 from ad_core.types import Sample, collate
 from ad_core.validation import draw_validation_defects, validation_split
 
