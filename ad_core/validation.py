@@ -81,9 +81,9 @@ class ValidationSplit:
 
 
 def _labels(dataset: Dataset) -> list[int]:
-    records = getattr(dataset, "records", None)
-    if records is not None:
-        return [int(r.label) for r in records]
+    """Image labels, from the records when the dataset has them (no image is read then)."""
+    if isinstance(dataset, ImageDataset):
+        return [int(r.label) for r in dataset.records]
     return [int(dataset[i].label) for i in range(len(dataset))]
 
 
