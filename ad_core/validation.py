@@ -4,7 +4,7 @@ Early stopping, the saved image threshold and score range, the pixel threshold a
 ensemble's fusion rule are all chosen on it, so the test figures stay an honest estimate. Three sources:
 
 - `holdout` (the default): a seeded share of the normal training images (`validation_fraction`, 10 %,
-  at least `MIN_HOLDOUT` images) is held out of training; each held-out image is used once as it is
+  at least `MIN_HOLDOUT` images, at most half of a tiny training set) is held out of training; each held-out image is used once as it is
   (normal) and once with a synthetic defect drawn on a copy (anomalous, with its exact mask).
 - a folder the user names (`validation_dir`): `<dir>/normal/*` held-out normal images, optionally
   `<dir>/abnormal/*` labelled defects with masks in `<dir>/mask/` (MVTec-style `<stem>_mask.png`).
@@ -30,7 +30,7 @@ from ad_core.types import Sample
 
 SOURCES = ("holdout", "test_split")
 DEFAULT_FRACTION = 0.1
-MIN_HOLDOUT = 4  # held-out normal images at least, however small the training set
+MIN_HOLDOUT = 4  # held-out normal images at least (at most half of a tiny training set)
 SYNTHETIC = "synthetic"
 
 
@@ -89,10 +89,10 @@ def _labels(dataset: Dataset) -> list[int]:
 
 def _holdout(train_set: Dataset, test_set: Dataset, fraction: float, seed: int) -> ValidationSplit:
     n = len(train_set)
-    held = max(MIN_HOLDOUT, int(round(fraction * n)))
-    if n - held < 1:
-        raise ValueError(f"the training split has {n} images: holding out {held} for validation leaves none to "
-                         f"train on; add normal images or pass validation_dir= with held-out images")
+    held = max(min(MIN_HOLDOUT, n // 2), int(round(fraction * n)))
+    if held < 1 or n - held < 1:
+        raise ValueError(f"the training split has {n} image(s): too few to hold out a validation share and still "
+                         f"train; add normal images or pass validation_dir= with held-out images")
     order = np.random.default_rng(seed).permutation(n)
     held_idx, train_idx = sorted(order[:held].tolist()), sorted(order[held:].tolist())
     validation = WithSyntheticDefects(Subset(train_set, held_idx), seed)

@@ -38,10 +38,13 @@ def test_holdout_is_seeded_disjoint_and_labelled() -> None:
 
 
 def test_holdout_keeps_a_few_images_and_refuses_an_empty_training_set() -> None:
-    small = DemoDataset(category="weave", split="train", image_size=32, n_train=6)
-    assert len(validation_split(small, small).validation) == 2 * 4  # at least four held out
-    with pytest.raises(ValueError, match="leaves none to train on"):
-        validation_split(DemoDataset(category="weave", split="train", image_size=32, n_train=4), small)
+    for n_train, held in ((80, 8), (20, 4), (6, 3), (2, 1)):  # 10 %, at least 4, at most half
+        data = DemoDataset(category="weave", split="train", image_size=32, n_train=n_train)
+        split = validation_split(data, data)
+        assert len(split.validation) == 2 * held and len(split.train) == n_train - held
+    one = DemoDataset(category="weave", split="train", image_size=32, n_train=1)
+    with pytest.raises(ValueError, match="too few to hold out"):
+        validation_split(one, one)
 
 
 def test_test_split_is_stratified_and_the_rest_is_tested() -> None:
