@@ -13,7 +13,11 @@ from typing import Any
 _EXPORTS = {
     # running and evaluating one model on one category
     "run_one": "ad_core.runner",
-    "evaluate_detector": "ad_core.runner",
+    "evaluate_detector": "ad_core.evaluation",
+    "Calibration": "ad_core.evaluation",
+    "calibrate": "ad_core.evaluation",
+    "members_validation_split": "ad_core.validation",
+    "describe_validation": "ad_core.validation",
     "make_loader": "ad_core.runner",
     "normal_subset": "ad_core.runner",
     "SCORES_NAME": "ad_core.runner",

@@ -246,12 +246,14 @@ def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: boo
 @click.option("--dataset", help="Only this dataset (with --from), or the data to normalise and test on.")
 @click.option("--category", help="Only this category (with --from), or the data to normalise and test on.")
 @click.option("--fusion", type=click.Choice(["mean", "max", "rank_mean"]),
-              help="Fusion rule to save (default: the best one by image AUROC, then pixel AUROC).")
+              help="Fusion rule to save (default: the best one on the validation source, by image AUROC, "
+                   "then pixel AUROC).")
 @click.option("--output-dir", type=click.Path(path_type=Path),
               help="Default: <from>/<dataset>/<category>/ensemble-top<k>, or outputs/<dataset>/<category>/ensemble.")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset root (default: the one the members used).")
 @click.option("--image-size", type=int, help="Ensemble input size (default: the largest member's).")
-@click.option("--threshold-method", default="f1_percentile", show_default=True)
+@click.option("--threshold-method", default="normal_fpr", show_default=True,
+              help="normal_fpr (1% FPR on held-out normal images), mean_ksigma, or a test-label oracle by name.")
 @click.option("--normal-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Normal images the members never saw, to normalise on (default: their training images).")
 @click.option("--no-maps", is_flag=True, help="Skip the map panels.")

@@ -1,8 +1,8 @@
 """A trained model with its pre- and post-processing, as one `nn.Module` (DESIGN §4).
 
-Pre-processing before the model (`ad_core.preprocessing`) and 0–1 score normalisation and thresholding after it are buffers,
-saved in the same safetensors file as the model, so every path that loads a checkpoint runs the
-very same steps.
+Pre-processing before the model (`ad_core.preprocessing`) and 0–1 normalisation and thresholding of scores
+and maps after it (`ad_core.postprocessing`) are buffers, saved in the same safetensors file as the model, so
+every path that loads a checkpoint runs the very same steps.
 """
 
 from __future__ import annotations
@@ -12,42 +12,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ad_core.postprocessing import PostProcessor
 from ad_core.preprocessing import PreProcessor
 from ad_core.types import Prediction
 
 
-class PostProcessor(nn.Module):
-    """Maps raw scores to 0–1 with the chosen threshold at 0.5, and labels them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("threshold", torch.tensor(float("nan")))
-        self.register_buffer("score_min", torch.tensor(0.0))
-        self.register_buffer("score_max", torch.tensor(1.0))
-
-    @property
-    def calibrated(self) -> bool:
-        return bool(torch.isfinite(self.threshold))
-
-    def calibrate(self, threshold: float, score_min: float, score_max: float) -> None:
-        self.threshold.fill_(threshold)
-        self.score_min.fill_(score_min)
-        self.score_max.fill_(score_max)
-
-    def normalize(self, values: torch.Tensor) -> torch.Tensor:
-        span = (self.score_max - self.score_min).clamp_min(1e-12)
-        return ((values - self.threshold) / span + 0.5).clamp(0.0, 1.0)
-
-
 @dataclass
 class Detection:
-    """Raw and normalised outputs for deployment: `label` is 1 where score >= threshold."""
+    """Raw and normalised outputs for deployment: `label` is 1 where score >= the image threshold,
+    `mask` is 1 where the map >= the pixel threshold (None without a map or a pixel threshold)."""
 
     score: torch.Tensor
     normalized_score: torch.Tensor
     label: torch.Tensor
     anomaly_map: torch.Tensor | None
     normalized_map: torch.Tensor | None
+    mask: torch.Tensor | None = None
 
 
 class Detector(nn.Module):
@@ -69,15 +49,17 @@ class Detector(nn.Module):
         return Prediction(score=pred.score, anomaly_map=self.pre.restore_map(pred.anomaly_map, images.shape[-2:]))
 
     def detect(self, images: torch.Tensor) -> Detection:
-        """Predict and apply the stored threshold and 0–1 normalisation."""
+        """Predict and apply the stored thresholds and 0–1 normalisations (image and pixel each their own)."""
         if not self.post.calibrated:
-            raise RuntimeError("this detector has no threshold yet: evaluate it (ad_core.train / adcore test) first")
+            raise RuntimeError("this detector has no threshold yet: train it with ad_core.train first")
         pred = self.predict(images)
         amap = pred.anomaly_map
+        pixels = amap is not None and self.post.pixel_calibrated
         return Detection(
             score=pred.score,
-            normalized_score=self.post.normalize(pred.score),
+            normalized_score=self.post.normalize_score(pred.score),
             label=(pred.score >= self.post.threshold).long(),
             anomaly_map=amap,
-            normalized_map=None if amap is None else self.post.normalize(amap),
+            normalized_map=self.post.normalize_map(amap) if pixels else None,
+            mask=(amap >= self.post.pixel_threshold).long() if pixels else None,
         )

@@ -22,7 +22,12 @@ class Sample:
 
 @dataclass
 class Batch:
-    """A collated list of samples; `mask` is None only when no sample in the batch has one."""
+    """A collated list of samples; `mask` is None only when no sample in the batch has one.
+
+    `mask_known[i]` says whether `mask[i]` is ground truth: the sample had a mask, or is normal (all-zero
+    is then exact). An anomalous sample without a mask gets a zero placeholder with `mask_known` False:
+    its pixels are unknown and must never be scored as normal. None means every mask is known.
+    """
 
     image: torch.Tensor  # [B,3,H,W]
     label: torch.Tensor  # [B] int64
@@ -30,6 +35,7 @@ class Batch:
     path: list[str]
     category: list[str]
     defect_type: list[str] = field(default_factory=list)
+    mask_known: torch.Tensor | None = None  # [B] bool
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -39,6 +45,7 @@ class Batch:
             path=self.path,
             category=self.category,
             defect_type=self.defect_type,
+            mask_known=self.mask_known,
         )
 
     def __len__(self) -> int:
@@ -46,13 +53,14 @@ class Batch:
 
 
 def collate(samples: list[Sample]) -> Batch:
-    """DataLoader `collate_fn`: stacks tensors, fills absent masks with zeros when others have one."""
+    """DataLoader `collate_fn`: stacks tensors; an absent mask becomes a zero placeholder flagged in `mask_known`."""
     images = torch.stack([s.image for s in samples])
     labels = torch.tensor([int(s.label) for s in samples], dtype=torch.long)
-    mask = None
+    mask = known = None
     if any(s.mask is not None for s in samples):
         h, w = images.shape[-2:]
         mask = torch.stack([s.mask if s.mask is not None else torch.zeros(h, w) for s in samples])
+        known = torch.tensor([s.mask is not None or int(s.label) == 0 for s in samples], dtype=torch.bool)
     return Batch(
         image=images,
         label=labels,
@@ -60,6 +68,7 @@ def collate(samples: list[Sample]) -> Batch:
         path=[s.path for s in samples],
         category=[s.category for s in samples],
         defect_type=[s.defect_type for s in samples],
+        mask_known=known,
     )
 
 

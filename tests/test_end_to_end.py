@@ -29,11 +29,13 @@ def test_run_writes_every_output(run) -> None:
     assert list((out / "maps").glob("*.png"))
     results = json.loads((out / "results.json").read_text())
     assert 0.0 <= results["image"]["auroc"] <= 1.0
-    assert set(results["thresholds"]) >= {"f1_percentile", "f1_uniform", "roc_youden", "percentile_95", "mean_ksigma"}
+    assert set(results["thresholds"]) == {"normal_fpr", "mean_ksigma"}
+    assert set(results["oracle_thresholds"]) == {"f1_percentile", "f1_uniform", "roc_youden", "percentile_95"}
     assert "Confusion Matrix" in (out / "results.txt").read_text()
     meta = json.loads((out / "model.json").read_text())
     assert meta["model"] == "tiny-ae" and meta["hyperparameters"]["width"] == 8
     assert meta["threshold"]["value"] == results["threshold"]["value"]
+    assert results["threshold"]["method"] == "normal_fpr" and "validation" in results["threshold"]["selected_on"]
 
 
 def test_checkpoint_reloads_with_identical_predictions(run) -> None:

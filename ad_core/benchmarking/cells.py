@@ -238,12 +238,21 @@ def _measurements(directory: Path, child: dict[str, Any]) -> dict[str, Any]:
     results = json.loads((directory / "results.json").read_text())
     run = results.get("run", {})
     image, pixel = results.get("image") or {}, results.get("pixel") or {}
+    confusion = results.get("confusion") or {}
+    negatives = confusion.get("fp", 0) + confusion.get("tn", 0)
     metrics = {
         "image_auroc": image.get("auroc"), "image_aupr": image.get("aupr"), "image_f1_max": image.get("f1_max"),
         "pixel_auroc": pixel.get("auroc"), "pixel_aupro": pixel.get("aupro"),
+        "pixel_aupimo": (pixel.get("aupimo") or {}).get("mean"),
+        "recall": confusion.get("recall"),  # at the saved (deployment) threshold
+        "fpr": confusion["fp"] / negatives if negatives else None,
     }
+    pixel_by_type = pixel.get("per_defect_pixel_auroc") or {}
+    per_defect = {kind: {**entry, "pixel_auroc": pixel_by_type.get(kind)}
+                  for kind, entry in (results.get("per_defect") or {}).items()}
     return {
         "metrics": metrics,
+        "per_defect": per_defect,
         "fit_seconds": run.get("fit_seconds"),
         "test_seconds": run.get("test_seconds"),
         "test_images_per_second": run.get("test_images_per_second"),

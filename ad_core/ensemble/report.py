@@ -23,11 +23,12 @@ def ensemble_table(result: EnsembleResult) -> str:
     for rule, results in result.rules.items():
         marks = [w for w, on in (("best", rule == result.best_fusion), ("saved", rule == result.fusion)) if on]
         label = f"ensemble {rule}" + (f" ({', '.join(marks)})" if marks else "")
-        rows.append({"model": label, **_figures(results)})
-    columns = ["model", "image AUROC", "pixel AUROC", "pixel AUPRO", "F1-max"]
+        validation = results.get("validation") or {}
+        rows.append({"model": label, "validation AUROC": validation.get("image_auroc"), **_figures(results)})
+    columns = ["model", "validation AUROC", "image AUROC", "pixel AUROC", "pixel AUPRO", "F1-max"]
     return (f"{result.dataset} / {result.category}: {len(result.members)} members, "
-            f"best fusion rule: {result.best_fusion} (by image AUROC, then pixel AUROC); saved: {result.fusion}\n"
-            + format_table(rows, columns))
+            f"best fusion rule: {result.best_fusion} (by validation image AUROC, then validation pixel AUROC; "
+            f"the test figures play no part); saved: {result.fusion}\n" + format_table(rows, columns))
 
 
 def write_ensemble_report(result: EnsembleResult) -> None:
