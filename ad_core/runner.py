@@ -24,6 +24,7 @@ from ad_core.io import write_json
 from ad_core.metrics import PixelMetrics, evaluate
 from ad_core.metrics.evaluate import THRESHOLD_METHODS, check_threshold_method
 from ad_core.reports import format_table, plot_histogram, plot_roc, save_map_panels, write_results
+from ad_core.run_folder import open_run_folder, run_folder_scope
 from ad_core.settings import resolve_device, settings
 from ad_core.training import seed_everything, trainer_class
 from ad_core.types import Batch, collate
@@ -139,6 +140,7 @@ def normal_subset(train_set: Dataset) -> Subset:
     return Subset(train_set, np.linspace(0, len(train_set) - 1, count).astype(int).tolist())
 
 
+@run_folder_scope
 def run_one(dataset: str, category: str, model_name: str, root: str | Path | None = None,
             output_dir: str | Path | None = None, **overrides: Any) -> RunResult:
     """Train one model on one category, evaluate it on the test split, and write every output."""
@@ -167,7 +169,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     test_set = get_dataset(dataset, category, "test", image_size=image_size, root=root)
     detector = Detector(model, normalize=bool(run.get("normalize", True)))
     out = Path(output_dir or settings.output_dir) / dataset / category / config.name
-    out.mkdir(parents=True, exist_ok=True)
+    folder = open_run_folder(out)  # locked for this run; outputs staged, committed as a set below
 
     trainer = trainer_class(config.spec.trainer)(
         device=device,
@@ -204,12 +206,13 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
         header["warnings"] = notes
     if report.notes:
         header["notes"] = list(report.notes)
-    results = evaluate_detector(detector, test_loader, out, header, device, train_scores=train_scores,
+    results = evaluate_detector(detector, test_loader, folder.staging, header, device, train_scores=train_scores,
                                 threshold_method=threshold_method, k_sigma=k_sigma, write_maps=write_maps)
     detector.post.calibrate(results["threshold"]["value"], results["score_range"]["min"],
                             results["score_range"]["max"])
-    save_checkpoint(detector, out, {
+    save_checkpoint(detector, folder.staging, {
         "model": config.name,
+        "run_id": folder.run_id,
         "base_model": config.spec.name,
         "plugin": config.plugin,
         "hyperparameters": config.hyperparameters,
@@ -222,6 +225,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
         "trained_on": {"dataset": dataset, "category": category, "images": len(train_set),
                        "root": None if root is None else str(Path(root).resolve())},
     })
+    folder.commit()
     return RunResult(dataset, category, config.name, out, results, run=header, warnings=notes)
 
 
