@@ -46,6 +46,10 @@ class SpecError(ValueError):
     """A plugin registered a malformed spec."""
 
 
+class FactoryImportError(ImportError):
+    """A registered model's factory cannot be imported: the plugin providing it is broken."""
+
+
 def resolve_ref(ref: str) -> Any:
     """Import the object named by a `"module:attr"` string."""
     module_name, _, attr = ref.partition(":")
@@ -91,4 +95,13 @@ class ModelSpec:
         return {**self.defaults, **self.variants[variant]}
 
     def load_factory(self) -> Callable[..., Any]:
-        return resolve_ref(self.factory)
+        """The factory; a module that fails to import (or exits) is a `FactoryImportError` naming the model."""
+        try:
+            return resolve_ref(self.factory)
+        except (Exception, SystemExit) as exc:
+            cause = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else \
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            raise FactoryImportError(
+                f"model {self.name!r} cannot be built: its factory {self.factory!r} failed to import ({cause}). "
+                "The plugin providing it is broken: reinstall or fix it (see `adcore plugins`)."
+            ) from exc
