@@ -24,6 +24,7 @@ from ad_core.io import write_json
 from ad_core.metrics import PixelMetrics, evaluate
 from ad_core.metrics.evaluate import THRESHOLD_METHODS, check_threshold_method
 from ad_core.reports import format_table, plot_histogram, plot_roc, save_map_panels, write_results
+from ad_core.options import check_options
 from ad_core.run_folder import open_run_folder, run_folder_scope
 from ad_core.settings import resolve_device, settings
 from ad_core.training import seed_everything, trainer_class
@@ -145,9 +146,11 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
             output_dir: str | Path | None = None, **overrides: Any) -> RunResult:
     """Train one model on one category, evaluate it on the test split, and write every output."""
     notes: list[str] = []
+    overrides = check_options(model_name, overrides)  # types and ranges, before anything is built
     seed = int(overrides.pop("seed", settings.seed))
     device = resolve_device(overrides.pop("device", None))
     write_maps = bool(overrides.pop("write_maps", True))
+    masks = {} if overrides.pop("require_masks", True) else {"require_masks": False}
     seed_everything(seed)
     model, config = _build(model_name, dict(overrides), notes)
     run = {**config.run}
@@ -166,7 +169,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     check_threshold_method(threshold_method, train_scores=(), fixed_thresholds=own_methods)
     image_size, batch_size = run["image_size"], int(run["batch_size"])
     train_set = get_dataset(dataset, category, "train", image_size=image_size, root=root)
-    test_set = get_dataset(dataset, category, "test", image_size=image_size, root=root)
+    test_set = get_dataset(dataset, category, "test", image_size=image_size, root=root, **masks)
     detector = Detector(model, normalize=bool(run.get("normalize", True)))
     out = Path(output_dir or settings.output_dir) / dataset / category / config.name
     folder = open_run_folder(out)  # locked for this run; outputs staged, committed as a set below

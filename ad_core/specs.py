@@ -49,6 +49,10 @@ class SpecError(ValueError):
 class FactoryImportError(ImportError):
     """A registered model's factory cannot be imported: the plugin providing it is broken."""
 
+    def __init__(self, message: str, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
 
 def resolve_ref(ref: str) -> Any:
     """Import the object named by a `"module:attr"` string."""
@@ -71,6 +75,7 @@ class ModelSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
+    min_image_size: int = 1  # the smallest input side (px) its backbone or flow accepts; checked before training
 
     def validate(self) -> None:
         """Raise `SpecError` naming what is wrong, so a broken plugin is reported, not half-loaded."""
@@ -83,6 +88,8 @@ class ModelSpec:
             raise SpecError(f"{self.name}: trainer must be one of {TRAINERS} or 'module:attr', got {self.trainer!r}")
         if not self.paradigm:
             raise SpecError(f"{self.name}: paradigm is empty")
+        if not isinstance(self.min_image_size, int) or self.min_image_size < 1:
+            raise SpecError(f"{self.name}: min_image_size must be a positive int, got {self.min_image_size!r}")
         if not isinstance(self.defaults, dict) or not all(isinstance(v, dict) for v in self.variants.values()):
             raise SpecError(f"{self.name}: defaults and each variant must be dicts")
 
@@ -103,5 +110,5 @@ class ModelSpec:
                 f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             raise FactoryImportError(
                 f"model {self.name!r} cannot be built: its factory {self.factory!r} failed to import ({cause}). "
-                "The plugin providing it is broken: reinstall or fix it (see `adcore plugins`)."
+                "The plugin providing it is broken: reinstall or fix it (see `adcore plugins`).", self.name
             ) from exc

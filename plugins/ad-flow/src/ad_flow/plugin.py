@@ -24,6 +24,7 @@ FASTFLOW_TRANSFORMER = {"flow_steps": 20, "hidden_ratio": 0.16, "conv3x3_only": 
 def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
     register(ModelSpec(
         name="fastflow",
+        min_image_size=32,  # layer3 (stride 16) at 2x2
         paradigm="flow",
         factory="ad_flow.fastflow:FastFlow",
         paper=FASTFLOW_PAPER,
@@ -42,6 +43,7 @@ def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
     ))
     register(ModelSpec(
         name="cflow",
+        min_image_size=32,  # layer4 (stride 32) at 1x1
         paradigm="flow",
         factory="ad_flow.cflow:CFlow",
         paper=CFLOW_PAPER,
@@ -58,6 +60,7 @@ def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
 def register_csflow_uflow(register: Callable[[ModelSpec], None]) -> None:
     register(ModelSpec(
         name="csflow",
+        min_image_size=64,  # the quarter-scale input through stride 32 at 1x1
         paradigm="flow",
         factory="ad_flow.csflow:CSFlow",
         trainer="gradient",
@@ -71,6 +74,7 @@ def register_csflow_uflow(register: Callable[[ModelSpec], None]) -> None:
     ))
     register(ModelSpec(
         name="uflow",
+        min_image_size=64,  # the coarsest flow scale at 1x1
         paradigm="flow",
         factory="ad_flow.uflow:UFlow",
         trainer="gradient",

@@ -17,6 +17,7 @@ DFKDE_PAPER = "Deep Feature KDE as in anomalib (Akcay et al., Anomalib, ICIP 202
 def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
     register(ModelSpec(
         name="padim",
+        min_image_size=32,  # layer3 (stride 16) at 2x2
         paradigm="memory",
         factory="ad_memory.padim:Padim",
         trainer="feature_bank",
@@ -28,6 +29,7 @@ def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
     ))
     register(ModelSpec(
         name="patchcore",
+        min_image_size=32,  # layer3 (stride 16) at 2x2
         paradigm="memory",
         factory="ad_memory.patchcore:PatchCore",
         trainer="feature_bank",
@@ -40,6 +42,7 @@ def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
     ))
     register(ModelSpec(
         name="dfkde",
+        min_image_size=32,  # layer4 (stride 32) at 1x1
         paradigm="memory",
         factory="ad_memory.dfkde:Dfkde",
         trainer="feature_bank",
