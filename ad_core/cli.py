@@ -214,14 +214,21 @@ def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: boo
         rows = predict_paths(checkpoint, list(inputs), output_dir=output, batch_size=batch_size, device=device)
     except Exception as exc:
         _fail(exc)
+    failed = [r for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
     if as_json:
-        _echo_json(rows)
-        return
-    table = [[r["path"], f"{r['score']:.4g}", f"{r['normalized_score']:.3f}",
-              "anomalous" if r["label"] else "normal", r.get("map") or "-"] for r in rows]
-    click.echo(_table(table, ["image", "score", "score 0-1", "label", "map"]))
-    n_bad = sum(r["label"] for r in rows)
-    click.echo(f"{n_bad} of {len(rows)} image(s) anomalous at the stored threshold")
+        _echo_json(rows + failed)
+    else:
+        table = [[r["path"], f"{r['score']:.4g}", f"{r['normalized_score']:.3f}",
+                  "anomalous" if r["label"] else "normal", r.get("map") or "-"] for r in rows]
+        click.echo(_table(table, ["image", "score", "score 0-1", "label", "map"]))
+        n_bad = sum(r["label"] for r in rows)
+        click.echo(f"{n_bad} of {len(rows)} image(s) anomalous at the stored threshold")
+    for row in failed:
+        click.secho(f"error: {row['error']}", fg="red", err=True)
+    if failed:
+        click.secho(f"{len(failed)} image(s) could not be read and were not scored", fg="red", err=True)
+        sys.exit(1)
 
 
 @main.command("ensemble")

@@ -170,6 +170,8 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     image_size, batch_size = run["image_size"], int(run["batch_size"])
     train_set = get_dataset(dataset, category, "train", image_size=image_size, root=root)
     test_set = get_dataset(dataset, category, "test", image_size=image_size, root=root, **masks)
+    train_set.check_files()  # fail fast: every header read before any training
+    test_set.check_files()
     detector = Detector(model, normalize=bool(run.get("normalize", True)))
     out = Path(output_dir or settings.output_dir) / dataset / category / config.name
     folder = open_run_folder(out)  # locked for this run; outputs staged, committed as a set below
@@ -328,6 +330,7 @@ def test_checkpoint(checkpoint: str | Path, dataset: str, category: str, root: s
     detector = load_model(checkpoint, device=dev)
     meta = detector.meta
     test_set = get_dataset(dataset, category, "test", image_size=meta["image_size"], root=root)
+    test_set.check_files()
     out = Path(output_dir) if output_dir else Path(checkpoint) / f"test-{dataset}-{category}"
     out.mkdir(parents=True, exist_ok=True)
     header = {"dataset": dataset, "category": category, "model": meta["model"], "checkpoint": str(checkpoint),
