@@ -33,3 +33,14 @@ class ReliabilityPlugin:
         register(ModelSpec(name="pre-ae", paradigm="test", factory="reliability_plugin:PretrainedAE",
                            trainer="gradient", paper="test-only model",
                            defaults={"num_epochs": 1, "batch_size": 8, "image_size": 32}))
+        register(ModelSpec(name="buggy-ae", paradigm="test", factory="reliability_plugin:BuggyAE",
+                           trainer="gradient", paper="test-only model",
+                           defaults={"num_epochs": 1, "batch_size": 8, "image_size": 32}))
+
+
+class BuggyAE(TinyAE):
+    """A model with a bug in its training step: the CLI must show it as a bug, not as a user error."""
+
+    def training_step(self, batch):
+        return {"losses": {}}["loss"]
+

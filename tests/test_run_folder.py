@@ -18,17 +18,6 @@ from ad_core.run_folder import MANIFEST_NAME, FolderLock, RunFolderBusyError
 from ad_core.settings import settings
 
 
-@pytest.fixture
-def reliability_plugin():
-    from reliability_plugin import ReliabilityPlugin
-
-    from ad_core.plugins import register_plugin
-
-    unregister = register_plugin(ReliabilityPlugin(), "reliability-plugin")
-    yield
-    unregister()
-
-
 def _run(**overrides):
     (result,) = train("demo", "weave", "tiny-ae", verbose=False, num_epochs=1, image_size=32, **overrides)
     return result
