@@ -37,29 +37,29 @@ class RunFolderBusyError(RuntimeError):
     """Another process (or run) is writing the same output folder."""
 
 
-class FolderLock:
-    """An exclusive, non-blocking lock on a folder through a lock file in it, released by `release` or exit.
+class FileLock:
+    """An exclusive, non-blocking lock through a lock file, released by `release` or when the process ends.
 
     The lock file is removed on release; a process that opened the file just before it was removed notices
     (the path no longer names the file it locked) and tries again, so two holders are impossible.
     """
 
-    def __init__(self, directory: Path, purpose: str) -> None:
-        self.directory = Path(directory)
-        self.path = self.directory / LOCK_NAME
-        self.purpose = purpose
+    def __init__(self, path: Path, what: str, holder: str) -> None:
+        self.path = Path(path)
+        self.what = what  # what is locked, for the message: "/out/demo/weave/padim"
+        self.holder = holder  # who else would hold it: "`adcore train` run"
         self._fd: int | None = None
 
-    def acquire(self) -> FolderLock:
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def acquire(self) -> FileLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
             if not _try_lock(fd):
                 holder = _read_holder(fd)
                 os.close(fd)
                 raise RunFolderBusyError(
-                    f"{self.directory} is in use by another {self.purpose}{holder}; wait for it to finish or "
-                    f"choose another output folder (if no such process is running, delete {self.path})"
+                    f"{self.what} is in use by another {self.holder}{holder}; wait for it to finish or "
+                    f"choose another output folder"
                 )
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
@@ -80,7 +80,7 @@ class FolderLock:
         os.close(self._fd)  # closing drops the lock
         self._fd = None
 
-    def __enter__(self) -> FolderLock:
+    def __enter__(self) -> FileLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
@@ -130,7 +130,7 @@ class RunFolder:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.run_id = uuid.uuid4().hex
-        self.lock = FolderLock(self.path, "`adcore train` run")
+        self.lock = FileLock(self.path / LOCK_NAME, str(self.path), "`adcore train` run")
         self.staging: Path | None = None
 
     def open(self) -> RunFolder:

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from ad_core import load_model, train
 from ad_core.checkpoint import CheckpointError
 from ad_core.data import DemoDataset
-from ad_core.run_folder import MANIFEST_NAME, FolderLock, RunFolderBusyError
+from ad_core.run_folder import MANIFEST_NAME, LOCK_NAME, FileLock, RunFolderBusyError
 from ad_core.settings import settings
 
 
@@ -105,7 +105,7 @@ def test_outputs_follow_the_umask(tiny_plugin, outputs) -> None:
 
 def test_a_second_run_into_a_busy_folder_is_refused(tiny_plugin, outputs) -> None:
     folder = outputs / "demo" / "weave" / "tiny-ae"
-    with FolderLock(folder, "`adcore train` run"):
+    with FileLock(folder / LOCK_NAME, str(folder), "`adcore train` run"):
         with pytest.raises(RunFolderBusyError, match="in use by another"):
             _run()
     _run()  # released: the folder is usable again
