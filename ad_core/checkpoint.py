@@ -108,6 +108,7 @@ def verify_checkpoint(directory: Path, meta: dict[str, Any]) -> Path:
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{weights} is missing")
+    digests = {META_NAME: file_sha256(directory / META_NAME), WEIGHTS_NAME: file_sha256(weights)}
     run_id = meta.get("run_id")
     if run_id is not None:
         manifest = read_manifest(directory)
@@ -116,12 +117,12 @@ def verify_checkpoint(directory: Path, meta: dict[str, Any]) -> Path:
                 f"{directory} is an inconsistent run folder: its {MANIFEST_NAME} is missing or belongs to another "
                 f"run than {META_NAME} (a run was interrupted while writing it). Train again into this folder."
             )
-        for name in (META_NAME, WEIGHTS_NAME):
-            if manifest.get("files", {}).get(name) != file_sha256(directory / name):
+        for name, digest in digests.items():
+            if manifest.get("files", {}).get(name) != digest:
                 raise CheckpointError(f"{directory / name} was modified after the run wrote it (its SHA-256 "
                                       f"differs from {directory / MANIFEST_NAME}); refusing to load it")
     expected = meta.get("weights_sha256")
-    if expected is not None and file_sha256(weights) != expected:
+    if expected is not None and digests[WEIGHTS_NAME] != expected:
         raise CheckpointError(f"{weights} does not match the SHA-256 recorded in {directory / META_NAME}: the "
                               "weights were modified or belong to another run; refusing to load them")
     return weights

@@ -110,9 +110,10 @@ class Registry:
         """Model or variant name -> (base spec, variant name). Unknown names list what exists."""
         key = name.strip().lower()
         if key in self.conflicts:
+            owners = ", ".join(map(repr, self.conflicts[key]))
             raise PluginError(
-                f"model name {key!r} (or its base model) is registered by several plugins ({', '.join(map(repr, self.conflicts[key]))}), "
-                f"so it is not available. Uninstall one of them, or restrict loading with {ENV_FILTER}."
+                f"model name {key!r} (or its base model) is registered by several plugins ({owners}), so it is not "
+                f"available. Uninstall one of them, or restrict loading with {ENV_FILTER}."
             )
         if key in self.models:
             return self.models[key].spec, key

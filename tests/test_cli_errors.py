@@ -6,7 +6,6 @@ import errno
 import pickle
 
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 

@@ -205,7 +205,8 @@ def test_a_factory_module_that_fails_to_import_is_named(fake_dist, monkeypatch) 
     from ad_core.specs import FactoryImportError
 
     fake_dist("fake-model", "fake_model", "raise ImportError('needs scipy')\n")
-    unregister = register_plugin(Registers(ModelSpec(name="lazy-bad", paradigm="test", factory="fake_model:Model")), "lazy-plugin")
+    lazy = Registers(ModelSpec(name="lazy-bad", paradigm="test", factory="fake_model:Model"))
+    unregister = register_plugin(lazy, "lazy-plugin")
     try:
         with pytest.raises(FactoryImportError, match="'lazy-bad'.*fake_model:Model.*needs scipy"):
             build_model("lazy-bad")

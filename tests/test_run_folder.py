@@ -34,7 +34,8 @@ def test_model_trained_from_pretrained_weights_loads_without_them(reliability_pl
     backbones.mkdir()
     torch.manual_seed(3)
     encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, 2, 1))
-    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(backbones / "pre-ae-backbone.safetensors"))
+    tensors = {k: v.contiguous() for k, v in encoder.state_dict().items()}
+    save_file(tensors, str(backbones / "pre-ae-backbone.safetensors"))
     monkeypatch.setattr(settings, "backbone_dir", backbones)
     (run,) = train("demo", "weave", "pre-ae", verbose=False, image_size=32)
     assert json.loads((run.output_dir / "model.json").read_text())["pretrained"] is True
@@ -87,7 +88,7 @@ def test_a_failed_run_leaves_the_previous_one_intact_and_no_temporaries(tiny_plu
     after = {p.relative_to(first.output_dir): p.read_bytes() for p in first.output_dir.rglob("*") if p.is_file()
              and "train_state" not in p.parts}
     assert after == {k: v for k, v in before.items() if "train_state" not in k.parts}
-    leftovers = [p for p in outputs.rglob(".*") if ".staging-" in p.name or ".tmp" in p.name or p.name == ".adcore.lock"]
+    leftovers = [p for p in outputs.rglob(".*") if ".staging-" in p.name or ".tmp" in p.name or p.name == LOCK_NAME]
     assert leftovers == []
     load_model(first.output_dir)
 
