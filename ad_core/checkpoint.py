@@ -109,9 +109,8 @@ def verify_checkpoint(directory: Path, meta: dict[str, Any]) -> Path:
     if not weights.is_file():
         raise CheckpointError(f"{weights} is missing")
     digests = {META_NAME: file_sha256(directory / META_NAME), WEIGHTS_NAME: file_sha256(weights)}
-    run_id = meta.get("run_id")
-    if run_id is not None:
-        manifest = read_manifest(directory)
+    run_id, manifest = meta.get("run_id"), read_manifest(directory)
+    if run_id is not None or manifest is not None:  # a run folder: the set must be the one its manifest binds
         if not manifest or manifest.get("run_id") != run_id:
             raise CheckpointError(
                 f"{directory} is an inconsistent run folder: its {MANIFEST_NAME} is missing or belongs to another "
@@ -134,7 +133,7 @@ def _check_shapes(state: dict[str, torch.Tensor], detector: Detector, weights: P
     for key, tensor in state.items():
         if key not in own:
             raise CheckpointError(f"{weights} holds tensor {key!r}, which model {model!r} does not have")
-        if tuple(own[key].shape) != tuple(tensor.shape):
+        if own[key].numel() and tuple(own[key].shape) != tuple(tensor.shape):  # empty: data-sized, takes the file's
             raise CheckpointError(f"{weights}: tensor {key!r} has shape {tuple(tensor.shape)} in the file but "
                                   f"{tuple(own[key].shape)} in model {model!r} built from {META_NAME}")
     missing = [k for k in own if k not in state]
