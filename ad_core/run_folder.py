@@ -75,7 +75,7 @@ class FileLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # Windows cannot remove an open file: there it stays, unlocked
             os.unlink(self.path)
         os.close(self._fd)  # closing drops the lock
         self._fd = None

@@ -9,10 +9,12 @@ import stat
 
 import pytest
 import torch
+from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from ad_core import load_model, train
 from ad_core.checkpoint import CheckpointError
+from ad_core.cli import main
 from ad_core.data import DemoDataset
 from ad_core.run_folder import MANIFEST_NAME, LOCK_NAME, FileLock, RunFolderBusyError
 from ad_core.settings import settings
@@ -109,4 +111,6 @@ def test_a_second_run_into_a_busy_folder_is_refused(tiny_plugin, outputs) -> Non
     with FileLock(folder / LOCK_NAME, str(folder), "`adcore train` run"):
         with pytest.raises(RunFolderBusyError, match="in use by another"):
             _run()
+        cli = CliRunner().invoke(main, ["train", "demo", "weave", "tiny-ae", "--epochs", "1", "--image-size", "32"])
+        assert cli.exit_code == 1 and f"error: {folder} is in use by another `adcore train` run" in cli.output
     _run()  # released: the folder is usable again
