@@ -172,6 +172,11 @@ def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
         except PLUGIN_FAULTS as exc:  # a plugin's fault: report it, keep going
             info.error = _first_line(exc)
             continue
+        own = [n for spec in specs for n in (spec.name, *spec.variants)]
+        twice = sorted({n for n in own if own.count(n) > 1})
+        if twice:
+            info.error = f"registers the model name(s) {twice} more than once"
+            continue
         claims.extend((name, spec) for spec in specs)
     registry.add_claims(claims)
     for impl in pm.hook.adcore_register_datasets.get_hookimpls():

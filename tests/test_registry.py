@@ -99,6 +99,8 @@ def test_a_duplicated_name_resolves_to_neither_plugin_whatever_the_order(monkeyp
     for name in ("mine", "other", "other-wide", "dup-free"):  # every other name of both plugins stays
         assert registry.resolve(name)
     assert "dup" not in registry.all_names()
+    itself = load_registry([("twice", Registers(spec("same"), spec("other", variants={"same": {}})))])
+    assert itself.plugins["twice"].broken and "['same'] more than once" in itself.plugins["twice"].error
     with pytest.raises(PluginError):
         registry.register_model(spec("mine"), "three")
 
