@@ -114,3 +114,18 @@ def test_a_second_run_into_a_busy_folder_is_refused(tiny_plugin, outputs) -> Non
         cli = CliRunner().invoke(main, ["train", "demo", "weave", "tiny-ae", "--epochs", "1", "--image-size", "32"])
         assert cli.exit_code == 1 and f"error: {folder} is in use by another `adcore train` run" in cli.output
     _run()  # released: the folder is usable again
+
+
+def test_the_next_run_removes_what_a_killed_or_previous_run_left(tiny_plugin, outputs) -> None:
+    first = _run()
+    stale_staging = first.output_dir.parent / ".tiny-ae.staging-killed"
+    (stale_staging / "maps").mkdir(parents=True)
+    (stale_staging / "model.safetensors").write_bytes(b"half")
+    stale_tmp = first.output_dir / "train_state" / ".train_state.safetensors.x1y2.tmp.safetensors"
+    stale_tmp.parent.mkdir(exist_ok=True)
+    stale_tmp.write_bytes(b"half")
+    assert (first.output_dir / "maps").is_dir()
+    _run(seed=5, write_maps=False)
+    assert not stale_staging.exists() and not stale_tmp.exists()
+    assert not (first.output_dir / "maps").exists()  # the previous run's files this run does not write go
+    load_model(first.output_dir)
