@@ -22,6 +22,9 @@ _EXPORTS = {
     "normal_subset": "ad_core.runner",
     "SCORES_NAME": "ad_core.runner",
     "resolve_config": "ad_core.building",
+    "OptionError": "ad_core.options",
+    "check_options": "ad_core.options",
+    "FileLock": "ad_core.run_folder",
     "get_registry": "ad_core.plugins",
     # detectors and their folders
     "Detector": "ad_core.detector",

@@ -6,7 +6,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -69,7 +69,8 @@ class PluginCommandsGroup(click.Group):
 
 @click.group(cls=PluginCommandsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="adcore")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of any error.")
+def main(debug: bool) -> None:
     """ad-core: train, compare and deploy visual anomaly detectors."""
 
 
@@ -88,6 +89,7 @@ def list_models(paradigm: str | None, as_json: bool) -> None:
                         "variants": sorted(e.spec.variants), "paper": e.spec.paper, "trainer": e.spec.trainer,
                         "defaults": e.spec.defaults} for e in entries],
             "broken_plugins": [{"plugin": p.name, "error": p.error} for p in broken],
+            "unavailable_names": [{"name": n, "plugins": ps} for n, ps in sorted(registry.conflicts.items())],
         })
         return
     rows = [[e.spec.name, e.spec.paradigm, e.plugin, ", ".join(sorted(e.spec.variants)) or "-", e.spec.paper]
@@ -95,6 +97,9 @@ def list_models(paradigm: str | None, as_json: bool) -> None:
     click.echo(_table(rows, ["model", "paradigm", "plugin", "variants", "paper"]) if rows else "no models registered")
     for p in broken:
         click.secho(f"broken plugin {p.name}: {p.error} (see `adcore plugins`)", fg="red", err=True)
+    for name, plugins in sorted(registry.conflicts.items()):
+        click.secho(f"model name {name!r} is unavailable: registered by several plugins ({', '.join(plugins)})",
+                    fg="red", err=True)
 
 
 @main.command("plugins")
@@ -165,12 +170,19 @@ def _overrides(backbone_dir, extra, **options) -> dict[str, Any]:
     return out
 
 
-def _fail(exc: Exception) -> None:
-    click.secho(f"error: {exc}", fg="red", err=True)
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+
+
+def _fail(exc: Exception) -> NoReturn:
+    """A user error is one red line and exit status 1; a bug (or any error with --debug) keeps its traceback."""
+    from ad_core.errors import describe, is_user_error
+
+    if _debug() or not is_user_error(exc):
+        raise exc
+    click.secho(f"error: {describe(exc)}", fg="red", err=True)
     sys.exit(1)
-
-
-USER_ERRORS: tuple[type[Exception], ...] = (ValueError, KeyError, TypeError, FileNotFoundError, RuntimeError)
 
 
 @main.command("train")
@@ -188,7 +200,7 @@ def train_cmd(dataset: str, category: str, model: str, root, output_dir, backbon
     try:
         train(_split(dataset), _split(category), _split(model), root=root, output_dir=output_dir,
               **_overrides(backbone_dir, extra, **options))
-    except USER_ERRORS as exc:
+    except Exception as exc:
         _fail(exc)
 
 
@@ -205,7 +217,7 @@ def test_cmd(checkpoint: Path, dataset: str, category: str, root, output_dir, de
 
     try:
         result = test_checkpoint(checkpoint, dataset, category, root=root, output_dir=output_dir, device=device)
-    except USER_ERRORS as exc:
+    except Exception as exc:
         _fail(exc)
     click.echo(summary_table([result]))
     click.echo(f"outputs written to {result.output_dir}")
@@ -224,16 +236,23 @@ def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: boo
 
     try:
         rows = predict_paths(checkpoint, list(inputs), output_dir=output, batch_size=batch_size, device=device)
-    except USER_ERRORS as exc:
+    except Exception as exc:
         _fail(exc)
+    failed = [r for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
     if as_json:
-        _echo_json(rows)
-        return
-    table = [[r["path"], f"{r['score']:.4g}", f"{r['normalized_score']:.3f}",
-              "anomalous" if r["label"] else "normal", r.get("map") or "-"] for r in rows]
-    click.echo(_table(table, ["image", "score", "score 0-1", "label", "map"]))
-    n_bad = sum(r["label"] for r in rows)
-    click.echo(f"{n_bad} of {len(rows)} image(s) anomalous at the stored threshold")
+        _echo_json(rows + failed)
+    else:
+        table = [[r["path"], f"{r['score']:.4g}", f"{r['normalized_score']:.3f}",
+                  "anomalous" if r["label"] else "normal", r.get("map") or "-"] for r in rows]
+        click.echo(_table(table, ["image", "score", "score 0-1", "label", "map"]))
+        n_bad = sum(r["label"] for r in rows)
+        click.echo(f"{n_bad} of {len(rows)} image(s) anomalous at the stored threshold")
+    for row in failed:
+        click.secho(f"error: {row['error']}", fg="red", err=True)
+    if failed:
+        click.secho(f"{len(failed)} image(s) could not be read and were not scored", fg="red", err=True)
+        sys.exit(1)
 
 
 @main.command("ensemble")
@@ -277,7 +296,7 @@ def ensemble_cmd(from_dir: Path | None, members: str | None, top: int, by: str, 
         else:
             paths = [Path(p.strip()) for p in members.split(",") if p.strip()]
             results = [build_ensemble(paths, output_dir, dataset=dataset, category=category, **options)]
-    except USER_ERRORS as exc:
+    except Exception as exc:
         _fail(exc)
     for result in results:
         click.echo(ensemble_table(result))
@@ -303,7 +322,7 @@ def demo_cmd(model: str, categories: str, image_size: int, output_dir: Path, bac
             warnings.simplefilter("ignore", UserWarning)
             runs = train("demo", _split(categories), _split(model), output_dir=output_dir, verbose=False,
                          image_size=image_size, on_missing_weights="warn", device=device)
-    except USER_ERRORS as exc:
+    except Exception as exc:
         _fail(exc)
     click.echo(summary_table(runs))
     if any(r.warnings for r in runs):
@@ -360,12 +379,12 @@ def benchmark_cmd(ctx: click.Context, models, dataset, categories, output, root,
         raise click.UsageError("--models, --dataset and --output are required (or: adcore benchmark report DIR)")
     from ad_core.benchmarking import benchmark
 
-    shared, per_model = _split_model_options(_overrides(backbone_dir, extra, **options))
     try:
+        shared, per_model = _split_model_options(_overrides(backbone_dir, extra, **options))
         run = benchmark(models, dataset, categories, output=output, root=root, jobs=jobs, shard=shard,
                         cell_timeout=cell_timeout, threads=threads, examples=examples, model_overrides=per_model,
                         **shared)
-    except USER_ERRORS as exc:
+    except Exception as exc:
         _fail(exc)
     _echo_leaderboard(output)
     if run.failed:
@@ -392,7 +411,7 @@ def benchmark_report_cmd(directory: Path) -> None:
 
     try:
         write_report(directory)
-    except USER_ERRORS as exc:
+    except Exception as exc:
         _fail(exc)
     _echo_leaderboard(directory)
 

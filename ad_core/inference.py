@@ -9,7 +9,7 @@ import torch
 
 from ad_core.checkpoint import load_model
 from ad_core.data import ImageTransform, read_image
-from ad_core.data.images import IMAGE_SUFFIXES
+from ad_core.data.images import IMAGE_SUFFIXES, ImageReadError
 from ad_core.reports import save_map_png
 from ad_core.settings import resolve_device
 
@@ -30,17 +30,27 @@ def collect_images(inputs: list[Path]) -> list[Path]:
 
 def predict_paths(checkpoint: str | Path, inputs: list[Path], output_dir: Path | None = None,
                   batch_size: int = 16, device: str | None = None) -> list[dict[str, Any]]:
-    """Score every image: raw score, 0–1 score, label at the stored threshold, optional map PNG."""
+    """Score every image: raw score, 0–1 score, label at the stored threshold, optional map PNG.
+
+    An image that cannot be read gets a row with its `error` instead; the others are still scored.
+    """
     dev = resolve_device(device)
     detector = load_model(checkpoint, device=dev)
     transform = ImageTransform(detector.meta["image_size"])
     paths = collect_images(inputs)
     rows: list[dict[str, Any]] = []
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        images = torch.stack([transform(read_image(p)) for p in chunk]).to(dev)
-        det = detector.detect(images)
-        for i, path in enumerate(chunk):
+        chunk, tensors = [], []
+        for index, path in enumerate(paths[start : start + batch_size], start):
+            try:
+                tensors.append(transform(read_image(path)))
+                chunk.append((index, path))
+            except ImageReadError as exc:
+                rows.append({"path": str(path), "error": str(exc)})
+        if not chunk:
+            continue
+        det = detector.detect(torch.stack(tensors).to(dev))
+        for i, (index, path) in enumerate(chunk):
             row: dict[str, Any] = {
                 "path": str(path),
                 "score": float(det.score[i]),
@@ -49,7 +59,7 @@ def predict_paths(checkpoint: str | Path, inputs: list[Path], output_dir: Path |
                 "threshold": float(detector.post.threshold),
             }
             if output_dir is not None and det.normalized_map is not None:
-                target = Path(output_dir) / f"{start + i:05d}_{path.stem}_map.png"
+                target = Path(output_dir) / f"{index:05d}_{path.stem}_map.png"
                 save_map_png(target, det.normalized_map[i].cpu().numpy(), vmin=0.0, vmax=1.0)
                 row["map"] = str(target)
             rows.append(row)

@@ -21,6 +21,8 @@ from ad_core.evaluation import SCORES_NAME, calibrate, evaluate_detector, thresh
 from ad_core.metrics.evaluate import DEFAULT_TARGET_FPR, check_threshold_method
 from ad_core.reports import format_table
 from ad_core.preprocessing import PreProcessor
+from ad_core.options import check_options
+from ad_core.run_folder import open_run_folder, run_folder_scope
 from ad_core.settings import resolve_device, settings
 from ad_core.training import TrainerOptions, seed_everything, trainer_class
 from ad_core.training.fingerprint import fingerprinted_config
@@ -105,16 +107,19 @@ def normal_subset(train_set: Dataset) -> Subset:
     return Subset(train_set, np.linspace(0, len(train_set) - 1, count).astype(int).tolist())
 
 
+@run_folder_scope
 def run_one(dataset: str, category: str, model_name: str, root: str | Path | None = None,
             output_dir: str | Path | None = None, **overrides: Any) -> RunResult:
     """Train one model on one category, evaluate it on the test split, and write every output."""
     notes: list[str] = []
+    overrides = check_options(model_name, overrides)  # types and ranges, before anything is built
     seed = int(overrides.pop("seed", settings.seed))
     device = resolve_device(overrides.pop("device", None))
     write_maps = bool(overrides.pop("write_maps", True))
     source = {"source": overrides.pop("validation", "holdout"), "folder": overrides.pop("validation_dir", None),
               "fraction": float(overrides.pop("validation_fraction", DEFAULT_FRACTION))}
     target_fpr = float(overrides.pop("target_fpr", DEFAULT_TARGET_FPR))
+    masks = {} if overrides.pop("require_masks", True) else {"require_masks": False}
     seed_everything(seed)
     model, config = _build(model_name, dict(overrides), notes)
     run = {**config.run}
@@ -124,13 +129,15 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     threshold_method = threshold_method_for(config.name, run, "threshold_method" in overrides, own_methods, notes)
     check_threshold_method(threshold_method, train_scores=(), fixed_thresholds=own_methods)
     image_size, batch_size = run["image_size"], int(run["batch_size"])
-    split = validation_split(get_dataset(dataset, category, "train", image_size=image_size, root=root),
-                             get_dataset(dataset, category, "test", image_size=image_size, root=root),
-                             seed=seed, image_size=image_size, **source)
+    train_full = get_dataset(dataset, category, "train", image_size=image_size, root=root)
+    test_full = get_dataset(dataset, category, "test", image_size=image_size, root=root, **masks)
+    train_full.check_files()  # fail fast: every header read before any training
+    test_full.check_files()
+    split = validation_split(train_full, test_full, seed=seed, image_size=image_size, **source)
     train_set, test_set = split.train, split.test
     detector = Detector(model, pre=PreProcessor.from_run(run))
     out = Path(output_dir or settings.output_dir) / dataset / category / config.name
-    out.mkdir(parents=True, exist_ok=True)
+    folder = open_run_folder(out)  # locked for this run; outputs staged, committed as a set below
 
     options = TrainerOptions.from_run(run, device=device, checkpoint_dir=out / "train_state",
                                       config=fingerprinted_config(config, seed))
@@ -168,12 +175,13 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
                                     "selected_on": calibration.selected_on}
     if "test_note" in split.info:
         header["test_split"] = split.info["test_note"]
-    results = evaluate_detector(detector, test_loader, out, header, device, threshold_method=threshold_method,
+    results = evaluate_detector(detector, test_loader, folder.staging, header, device, threshold_method=threshold_method,
                                 k_sigma=k_sigma, target_fpr=target_fpr, fixed_thresholds=own_methods,
                                 write_maps=write_maps, calibration=calibration)
     calibration.apply_image(detector, results["threshold"]["value"])
-    save_checkpoint(detector, out, {
+    save_checkpoint(detector, folder.staging, {
         "model": config.name,
+        "run_id": folder.run_id,
         "base_model": config.spec.name,
         "plugin": config.plugin,
         "hyperparameters": config.hyperparameters,
@@ -187,6 +195,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
         "trained_on": {"dataset": dataset, "category": category, "images": len(train_set),
                        "root": None if root is None else str(Path(root).resolve())},
     })
+    folder.commit()
     return RunResult(dataset, category, config.name, out, results, run=header, warnings=notes)
 
 
@@ -257,6 +266,7 @@ def test_checkpoint(checkpoint: str | Path, dataset: str, category: str, root: s
     detector = load_model(checkpoint, device=dev)
     meta = detector.meta
     test_set = get_dataset(dataset, category, "test", image_size=meta["image_size"], root=root)
+    test_set.check_files()
     out = Path(output_dir) if output_dir else Path(checkpoint) / f"test-{dataset}-{category}"
     out.mkdir(parents=True, exist_ok=True)
     header = {"dataset": dataset, "category": category, "model": meta["model"], "checkpoint": str(checkpoint),

@@ -253,7 +253,9 @@ def test_members_of_different_categories_are_refused(bench, tmp_path) -> None:
     shutil.copytree(bench / "demo" / CATEGORY / "padim", other)
     meta = json.loads((other / "model.json").read_text())
     meta["trained_on"]["category"] = "disc"
+    del meta["run_id"]  # a checkpoint saved outside a run folder: an edited run folder would be refused as altered
     (other / "model.json").write_text(json.dumps(meta))
+    (other / "manifest.json").unlink()
     with pytest.raises(ValueError, match="different or unrecorded categories"):
         build_ensemble([bench / "demo" / CATEGORY / "dfkde", other], tmp_path / "out")
     with pytest.raises(ValueError, match="at least 2 members"):

@@ -40,6 +40,8 @@ def get_dataset(name: str, category: str | list[str] = "all", split: str = "trai
                 **kwargs: Any) -> ImageDataset:
     """A built-in dataset by name; any other name is a folder dataset under `dataset_dir/<name>`."""
     key = name.lower()
+    if key in ("demo", "folder") or (key not in DATASETS and key not in _plugin_datasets()):
+        kwargs.pop("require_masks", None)  # these never require masks: an abnormal image without one is kept
     if key == "demo":
         return DemoDataset(category=category, split=split, image_size=image_size, **kwargs)
     path = dataset_root(name, root)

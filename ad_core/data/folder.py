@@ -15,6 +15,7 @@ from pathlib import Path
 from ad_core.data.base import (
     DatasetLayoutError,
     ImageDataset,
+    explain_missing,
     Record,
     check_split,
     list_images,
@@ -93,7 +94,9 @@ class FolderDataset(ImageDataset):
         if not root.is_dir():
             raise DatasetLayoutError(f"dataset folder {root} does not exist; expected {SIMPLE_LAYOUT}")
         check_split(split)
-        categories = resolve_categories(category, folder_categories(root), f"folder dataset at {root}")
+        available = folder_categories(root)
+        explain_missing(root, category, available, "normal", SIMPLE_LAYOUT)
+        categories = resolve_categories(category, available, f"folder dataset at {root}")
         records: list[Record] = []
         for cat in categories:
             base = root / cat

@@ -201,6 +201,9 @@ class DemoDataset(ImageDataset):
                                DEFECTS[i % len(DEFECTS)]) for i in range(n_test_anomalous)]
         super().__init__(records, split, image_size, name="demo")
 
+    def check_files(self) -> None:
+        """Nothing to check: images are rendered, not read."""
+
     def __getitem__(self, index: int) -> Sample:
         record = self.records[int(index)]
         number = int(record.path.rsplit("/", 1)[1])

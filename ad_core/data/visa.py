@@ -52,7 +52,8 @@ class VisA(ImageDataset):
                                   str(mask) if mask else None))
         if missing and require_masks:
             raise DatasetLayoutError(f"{len(missing)} anomalous VisA image(s) lack a mask, e.g. {missing[:3]}; "
-                                     "pass require_masks=False to go on without them")
+                                     "to go on without them pass train(..., require_masks=False) in Python, "
+                                     "--set require_masks=false on the command line")
         if not records:
             raise DatasetLayoutError(f"no {split} images for {categories} in {root / SPLIT_FILE}")
         super().__init__(records, split, image_size, name="visa")

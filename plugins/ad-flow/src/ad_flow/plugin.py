@@ -30,6 +30,7 @@ SQUARE_ONLY = "the flow's layer norms and subnets are built for one square featu
 def fastflow_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="fastflow",
+        min_image_size=32,  # layer3 (stride 16) at 2x2
         paradigm=PARADIGM,
         factory="ad_flow.fastflow:FastFlow",
         paper=FASTFLOW_PAPER,
@@ -58,6 +59,7 @@ def fastflow_specs() -> list[ModelSpec]:
 def cflow_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="cflow",
+        min_image_size=32,  # layer4 (stride 32) at 1x1
         paradigm=PARADIGM,
         factory="ad_flow.cflow:CFlow",
         paper=CFLOW_PAPER,
@@ -76,6 +78,7 @@ def cflow_specs() -> list[ModelSpec]:
 def csflow_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="csflow",
+        min_image_size=64,  # the quarter-scale input through stride 32 at 1x1
         paradigm=PARADIGM,
         factory="ad_flow.csflow:CSFlow",
         trainer="gradient",
@@ -97,6 +100,7 @@ def csflow_specs() -> list[ModelSpec]:
 def uflow_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="uflow",
+        min_image_size=64,  # the coarsest flow scale at 1x1
         paradigm=PARADIGM,
         factory="ad_flow.uflow:UFlow",
         trainer="gradient",
