@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -76,6 +75,8 @@ def preprocessed(loader: Iterable[Batch], detector: Detector) -> Iterator[Batch]
             for batch in loader:
                 with torch.no_grad():
                     image = detector.pre(batch.image)
+                if batch.image.is_pinned():  # keep the loader's pinning (settings.pin_memory) for the new tensor
+                    image = image.pin_memory()
                 yield Batch(image, batch.label, batch.mask, batch.path, batch.category, batch.defect_type)
 
         def __len__(self) -> int:
@@ -130,6 +131,8 @@ def _balanced(kept: list, keep: int) -> list:
 
 
 def _peak_rss_mb() -> float:
+    import resource  # Unix only: imported here so that ad_core imports on Windows
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -261,29 +264,33 @@ def evaluate_detector(detector: Detector, test_loader: DataLoader, out: Path, he
     return results
 
 
-def train(dataset: str | list[str], category: str | list[str], model: str | list[str], *,
+def train(dataset_type: str | list[str], category: str | list[str], model_type: str | list[str], *,
           root: str | Path | None = None, output_dir: str | Path | None = None, verbose: bool = True,
           **overrides: Any) -> list[RunResult]:
-    """Train and evaluate every (dataset, category, model) combination; `category="all"` expands.
+    """Train and evaluate every (dataset, category, model) combination; `category="all"` expands per dataset.
 
-    Example: `train("mvtec", "bottle", "stfpm", num_epochs=50)`.
+    The seed's calls work as written, positionally (`train("mvtec", "bottle", "stfpm", num_epochs=50)`) or by
+    keyword (`train(dataset_type="mvtec", category="bottle", model_type="stfpm", img_size=512)`), and a list of
+    datasets (`train(["dataset_A", "dataset_B"], ["pattern1", "pattern2"], "stfpm")`) trains every category of
+    the list in every dataset. Each run prints its table and the folder its outputs went to.
     """
     runs: list[RunResult] = []
-    for ds in _as_list(dataset):
+    for ds in _as_list(dataset_type):
         categories = _as_list(category)
         if categories == ["all"]:
             categories = list_categories(ds, root)
         for cat in categories:
-            for name in _as_list(model):
+            for name in _as_list(model_type):
                 runs.append(run_one(ds, cat, name, root=root, output_dir=output_dir, **overrides))
                 if verbose:
                     print(summary_table(runs[-1:]))
+                    print(f"outputs written to {runs[-1].output_dir}")
     if verbose and len(runs) > 1:
         print(summary_table(runs))
     return runs
 
 
-def train_models(dataset_type: str | list[str], categories: str | list[str], models: list[str],
+def train_models(dataset_type: str | list[str], categories: str | list[str], models: str | list[str],
                  **overrides: Any) -> list[RunResult]:
     """The seed's batch entry point: every model on every category, one after another."""
     return train(dataset_type, categories, models, **overrides)

@@ -41,6 +41,17 @@ class Batch:
             defect_type=self.defect_type,
         )
 
+    def pin_memory(self) -> Batch:
+        """Page-locked copies of the tensors: a DataLoader with `pin_memory=True` calls this on every batch."""
+        return Batch(
+            image=self.image.pin_memory(),
+            label=self.label.pin_memory(),
+            mask=None if self.mask is None else self.mask.pin_memory(),
+            path=self.path,
+            category=self.category,
+            defect_type=self.defect_type,
+        )
+
     def __len__(self) -> int:
         return int(self.image.shape[0])
 

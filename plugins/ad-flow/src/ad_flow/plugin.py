@@ -34,6 +34,7 @@ def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
         variants={
             "fastflow-resnet18": {},
             "fastflow-wrn50": {"backbone": "wide_resnet50_2", "conv3x3_only": False},
+            "fastflow-resnet50": {"backbone": "wide_resnet50_2", "conv3x3_only": False},  # the seed's name
             "fastflow-cait": {"backbone": "cait_m48_448", "feature_block": 40, "image_size": 448,
                               **FASTFLOW_TRANSFORMER},
             "fastflow-deit": {"backbone": "deit_base_distilled_patch16_384", "feature_block": 7, "image_size": 384,
@@ -50,7 +51,7 @@ def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
                   "clamp_alpha": 1.9, "condition_dim": 128, "fiber_batch_size": 256, "soft_permutation": True,
                   "lr": 2e-4, "lr_schedule": True, "meta_epochs": 25, "image_size": 256, "batch_size": 32,
                   "num_epochs": 200},
-        variants={"cflow-resnet18": {"backbone": "resnet18"}},
+        variants={"cflow-resnet18": {"backbone": "resnet18"}, "cflow-resnet50": {"backbone": "resnet50"}},
     ))
     register_csflow_uflow(register)
 
@@ -82,5 +83,7 @@ def register_csflow_uflow(register: Callable[[ModelSpec], None]) -> None:
         variants={
             "uflow-resnet18": {"backbone": "resnet18", "image_size": 256},
             "uflow-wrn50": {"backbone": "wide_resnet50_2", "image_size": 256},
+            "uflow-resnet50": {"backbone": "wide_resnet50_2", "image_size": 256},  # the seed's name
+            "uflow-mcait": {},  # the seed's name for the paper's configuration
         },
     ))
