@@ -93,7 +93,7 @@ def plugins_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_datasets_cmd(as_json: bool) -> None:
     """Built-in dataset formats."""
-    from ad_core.data import list_datasets
+    from ad_core.data.formats import list_datasets
 
     rows = list_datasets()
     if as_json:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ad_core.data.base import DatasetLayoutError, ImageDataset, check_split, resolve_categories, subfolders
+from ad_core.data.formats import BTAD_CATEGORIES  # noqa: F401  (re-exported)
 from ad_core.data.mvtec import mvtec_records
 
-BTAD_CATEGORIES = ["01", "02", "03"]
 LAYOUT = "<root>/<01|02|03>/{train/ok, test/ok, test/ko, ground_truth/ko}"
 
 
