@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -272,19 +273,21 @@ def train(dataset_type: str | list[str], category: str | list[str], model_type: 
     The seed's calls work as written, positionally (`train("mvtec", "bottle", "stfpm", num_epochs=50)`) or by
     keyword (`train(dataset_type="mvtec", category="bottle", model_type="stfpm", img_size=512)`), and a list of
     datasets (`train(["dataset_A", "dataset_B"], ["pattern1", "pattern2"], "stfpm")`) trains every category of
-    the list in every dataset. Each run prints its table and the folder its outputs went to.
+    the list in every dataset. With `verbose`, each run prints its table and the folder its outputs went to;
+    with progress on (`ADCORE_PROGRESS`, default 1), a line on stderr says which run of how many starts.
     """
+    plan = [(ds, cat, name)
+            for ds in _as_list(dataset_type)
+            for cat in (list_categories(ds, root) if _as_list(category) == ["all"] else _as_list(category))
+            for name in _as_list(model_type)]
     runs: list[RunResult] = []
-    for ds in _as_list(dataset_type):
-        categories = _as_list(category)
-        if categories == ["all"]:
-            categories = list_categories(ds, root)
-        for cat in categories:
-            for name in _as_list(model_type):
-                runs.append(run_one(ds, cat, name, root=root, output_dir=output_dir, **overrides))
-                if verbose:
-                    print(summary_table(runs[-1:]))
-                    print(f"outputs written to {runs[-1].output_dir}")
+    for i, (ds, cat, name) in enumerate(plan, start=1):
+        if settings.progress:
+            print(f"[{i}/{len(plan)}] {ds} / {cat} / {name}", file=sys.stderr, flush=True)
+        runs.append(run_one(ds, cat, name, root=root, output_dir=output_dir, **overrides))
+        if verbose:
+            print(summary_table(runs[-1:]))
+            print(f"outputs written to {runs[-1].output_dir}")
     if verbose and len(runs) > 1:
         print(summary_table(runs))
     return runs
