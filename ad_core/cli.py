@@ -329,8 +329,8 @@ def demo_cmd(model: str, categories: str, image_size: int, output_dir: Path, bac
         _fail(exc)
     click.echo(summary_table(runs))
     if any(r.warnings for r in runs):
-        click.secho("warning: random backbone weights were used (no pretrained weights found); the figures above "
-                    "are far below what the models reach.", fg="yellow", err=True)
+        click.secho("warning: no pretrained backbone weights were found, so random weights were used: the figures "
+                    "above are far below what the models reach.", fg="yellow", err=True)
     click.echo(f"outputs written under {output_dir / 'demo'}")
 
 
