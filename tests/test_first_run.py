@@ -1,0 +1,126 @@
+"""What a new user meets first: fast and torch-free listings, typos caught at once, messages in the interface's
+spelling, a trained model used from Python on image files, and the pictures `predict` writes."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from ad_core import load_model, train
+from ad_core.cli import LIST_WIDTH, main
+from ad_core.data import write_demo_dataset
+from ad_core.plugins import UnknownModelError, get_registry
+from ad_core.preflight import OPTION_ALIASES, check_request, cli_spelling, factory_parameters
+from ad_core.specs import resolve_ref
+
+
+@pytest.mark.parametrize("args", [["list-datasets"], ["list-models"], ["plugins"], ["--help"],
+                                  ["train", "demo", "weave", "patchcor"],
+                                  ["train", "demo", "weave", "padim", "--set", "n_feature=10"]])
+def test_commands_that_need_no_torch_do_not_import_it(args: list[str]) -> None:
+    code = ("import sys\nfrom ad_core.cli import main\n"
+            f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    if args[0] == "train":
+        assert "error: unknown" in result.stderr and ("patchcor" in result.stderr or "n_feature" in result.stderr)
+
+
+def test_list_models_fits_100_columns_and_wide_adds_papers() -> None:
+    narrow = CliRunner().invoke(main, ["list-models"]).output
+    assert max(len(line) for line in narrow.splitlines()) <= LIST_WIDTH
+    assert "fastflow-resnet50" in narrow and "Roth et al." not in narrow
+    assert "Roth et al." in CliRunner().invoke(main, ["list-models", "--wide"]).output
+
+
+def test_factory_parameters_read_from_source_match_the_signatures() -> None:
+    for entry in get_registry().models.values():
+        read = factory_parameters(entry.spec.factory)
+        if read is not None:
+            params = set(inspect.signature(resolve_ref(entry.spec.factory)).parameters) - {"self"}
+            assert read == params, entry.spec.name
+
+
+def test_option_aliases_are_those_the_builder_maps() -> None:
+    from ad_core.building import ALIASES
+
+    assert set(ALIASES) == OPTION_ALIASES
+
+
+def test_check_request_accepts_valid_options_and_names_a_typo() -> None:
+    check_request(["padim", "patchcore-r18"], {"img_size": 64, "num_epochs": 1, "pretrained": False,
+                                                "write_maps": False})
+    with pytest.raises(TypeError, match=r"\['coreset_ration'\].*coreset_ratio"):
+        check_request(["patchcore"], {"coreset_ration": 0.1})
+    with pytest.raises(UnknownModelError, match="dinomaly-small-224"):
+        check_request(["dinomaly-small-224"], {})
+
+
+def test_cli_spelling_of_api_messages() -> None:
+    message = ("no pretrained weights: pass weights_file=..., set backbone_dir, or use pretrained=False; "
+               "or pass root=...")
+    assert cli_spelling(message) == ("no pretrained weights: pass --set weights_file=FILE, pass --backbone-dir DIR, "
+                                     "or use --set pretrained=false; or pass --root DIR")
+
+
+def test_missing_weights_message_in_cli_spelling(tmp_path) -> None:
+    result = CliRunner().invoke(main, ["train", "demo", "weave", "padim", "--backbone-dir", str(tmp_path),
+                                       "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "--set pretrained=false" in result.output and "pretrained=False" not in result.output
+
+
+@pytest.fixture
+def trained(tiny_plugin, tmp_path):
+    """tiny-ae trained on an MVTec-layout folder of 48 px images at 32 px."""
+    root = write_demo_dataset(tmp_path / "data", "weave", image_size=48, n_train=6, n_test_normal=3,
+                              n_test_anomalous=3)
+    (run,) = train("mvtec", "weave", "tiny-ae", root=root, output_dir=tmp_path / "out", verbose=False,
+                   num_epochs=1, image_size=32, write_maps=False)
+    return run, root
+
+
+def test_predict_paths_scores_files_as_the_evaluation_did(trained) -> None:
+    run, root = trained
+    detector = load_model(run.output_dir)
+    assert detector.image_size == (32, 32) and detector.normalize
+    assert detector.mean == pytest.approx((0.485, 0.456, 0.406)) and detector.std == pytest.approx((0.229, 0.224,
+                                                                                                    0.225))
+    evaluated = json.loads((run.output_dir / "scores.json").read_text())
+    results = detector.predict_paths(evaluated["paths"])
+    assert [r.score for r in results] == pytest.approx(evaluated["scores"], rel=1e-5, abs=1e-6)
+    assert all(r.original_size == (48, 48) and r.anomaly_map.shape == (32, 32) for r in results)
+    assert [r.label for r in results] == [int(s >= float(detector.post.threshold)) for s in evaluated["scores"]]
+    folder = detector.predict_paths([root / "weave" / "test"])  # folders are searched
+    assert len(folder) == len(evaluated["paths"])
+
+
+def test_images_outside_unit_range_are_an_error(trained) -> None:
+    detector = load_model(trained[0].output_dir)
+    with pytest.raises(ValueError, match=r"\[0, 1\].*divide 0-255 images by 255"):
+        detector.detect(torch.rand(1, 3, 32, 32) * 255)
+    with pytest.raises(ValueError, match="float"):
+        detector.detect(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_predict_overlays_keep_names_and_folders(trained, tmp_path) -> None:
+    run, root = trained
+    incoming = tmp_path / "incoming"
+    (incoming / "line2").mkdir(parents=True)
+    Image.new("RGB", (80, 60), (30, 30, 30)).save(incoming / "part.png")
+    Image.new("RGB", (80, 60), (30, 30, 30)).save(incoming / "line2" / "part.jpg")
+    result = CliRunner().invoke(main, ["predict", str(run.output_dir), str(incoming), "--json",
+                                       "--output", str(tmp_path / "maps")])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(tmp_path / "maps").as_posix() for p in (tmp_path / "maps").rglob("*.png"))
+    assert written == ["line2/part_anomaly.png", "part_anomaly.png"]
+    overlay = Image.open(tmp_path / "maps" / "part_anomaly.png")
+    assert overlay.width > 80 and overlay.height > 60  # the 80x60 image plus the scale and the score line
