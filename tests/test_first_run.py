@@ -124,3 +124,17 @@ def test_predict_overlays_keep_names_and_folders(trained, tmp_path) -> None:
     assert written == ["line2/part_anomaly.png", "part_anomaly.png"]
     overlay = Image.open(tmp_path / "maps" / "part_anomaly.png")
     assert overlay.width > 80 and overlay.height > 60  # the 80x60 image plus the scale and the score line
+
+
+def test_all_cells_table_shows_the_error_before_the_figures() -> None:
+    """The figures scroll sideways in a narrow window; the error of a failed cell must stay in view."""
+    import re
+
+    from ad_core.benchmarking.html import cells_table
+
+    rows = [{"category": "weave", "model": "padim", "status": "failed", "error": "CUDA out of memory",
+             "image_auroc": None, "threshold": None, "wall_seconds": 3.0}]
+    html = cells_table("demo", rows, [("image_auroc", "image AUROC")])
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", html)
+    assert headers.index("error") < headers.index("image AUROC")
+    assert html.index("CUDA out of memory") < html.index('data-value="3')
