@@ -29,6 +29,7 @@ from ad_core.training import seed_everything, trainer_class
 from ad_core.types import Batch, collate
 
 MAX_MAP_PANELS = 12
+MAP_PANEL_TILE = 256  # pixels on the short side of each `maps/` panel, enlarged from the model input
 SCORES_NAME = "scores.json"  # per test image: path, label, raw score (for histograms and ensembles)
 MAX_TRAIN_SCORED = 100  # normal training images scored for the mean + k·sigma threshold
 
@@ -261,7 +262,8 @@ def evaluate_detector(detector: Detector, test_loader: DataLoader, out: Path, he
         masks = torch.stack([k[2] for k in kept]) if all(k[2] is not None for k in kept) else None
         save_map_panels(out / "maps", torch.stack([k[0] for k in kept]), torch.stack([k[1] for k in kept]),
                         threshold, [k[3] for k in kept], masks,
-                        vmin=results["score_range"]["min"], vmax=results["score_range"]["max"])
+                        vmin=results["score_range"]["min"], vmax=results["score_range"]["max"],
+                        threshold_name=str(results["threshold"]["method"]), min_tile=MAP_PANEL_TILE)
     return results
 
 

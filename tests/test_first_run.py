@@ -138,3 +138,14 @@ def test_all_cells_table_shows_the_error_before_the_figures() -> None:
     headers = re.findall(r"<th[^>]*>([^<]*)</th>", html)
     assert headers.index("error") < headers.index("image AUROC")
     assert html.index("CUDA out of memory") < html.index('data-value="3')
+
+
+def test_map_panels_are_enlarged_to_see_a_defect(tmp_path) -> None:
+    from ad_core.reports.maps import LABEL_HEIGHT, PANEL_GAP, save_map_panels
+    from ad_core.runner import MAP_PANEL_TILE
+
+    images, maps = torch.rand(1, 3, 64, 96), torch.rand(1, 64, 96)
+    (path,) = save_map_panels(tmp_path, images, maps, 0.5, ["x"], None, 0.0, 1.0, threshold_name="f1_percentile",
+                              min_tile=MAP_PANEL_TILE)
+    assert MAP_PANEL_TILE >= 256
+    assert Image.open(path).size == (4 * 96 * 4 + 3 * PANEL_GAP, LABEL_HEIGHT + 64 * 4)  # x4 brings 64 to 256
