@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -149,3 +150,30 @@ def test_map_panels_are_enlarged_to_see_a_defect(tmp_path) -> None:
                               min_tile=MAP_PANEL_TILE)
     assert MAP_PANEL_TILE >= 256
     assert Image.open(path).size == (4 * 96 * 4 + 3 * PANEL_GAP, LABEL_HEIGHT + 64 * 4)  # x4 brings 64 to 256
+
+
+def _folder_category(base) -> None:
+    """A simple-layout category: 5 normal images, one flat abnormal image and one sorted under its kind."""
+    for sub in ("normal", "abnormal/scratch", "mask/scratch", "mask"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(5):
+        Image.new("RGB", (16, 16), (i, i, i)).save(base / "normal" / f"n{i}.png")
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(base / "abnormal" / "a0.png")
+    Image.new("L", (16, 16), 255).save(base / "mask" / "a0_mask.png")
+    Image.new("RGB", (16, 16), (0, 200, 0)).save(base / "abnormal" / "scratch" / "a1.png")
+    Image.new("L", (16, 16), 255).save(base / "mask" / "scratch" / "a1_mask.png")
+
+
+def test_folder_dataset_keeps_defect_kinds_of_subfolders_and_can_leave_the_data_untouched(tmp_path) -> None:
+    from ad_core.data import FolderDataset
+
+    _folder_category(tmp_path / "parts" / "connector")
+    test = FolderDataset(tmp_path / "parts", "connector", "test", image_size=16,
+                         metadata_dir=tmp_path / "meta")
+    assert not (tmp_path / "parts" / "connector" / "metadata.csv").exists()
+    assert (tmp_path / "meta" / "parts" / "connector" / "metadata.csv").is_file()
+    kinds = {Path(r.path).name: (r.defect_type, r.mask_path is not None) for r in test.records if r.label == 1}
+    assert kinds == {"a0.png": ("abnormal", True), "a1.png": ("scratch", True)}
+    assert sum(r.label == 0 for r in test.records) == 1  # round(5 * 0.2) normal images moved to test
+    train_split = FolderDataset(tmp_path / "parts", "connector", "train", image_size=16)
+    assert len(train_split.records) == 4 and (tmp_path / "parts" / "connector" / "metadata.csv").is_file()
