@@ -177,3 +177,12 @@ def test_folder_dataset_keeps_defect_kinds_of_subfolders_and_can_leave_the_data_
     assert sum(r.label == 0 for r in test.records) == 1  # round(5 * 0.2) normal images moved to test
     train_split = FolderDataset(tmp_path / "parts", "connector", "train", image_size=16)
     assert len(train_split.records) == 4 and (tmp_path / "parts" / "connector" / "metadata.csv").is_file()
+
+
+def test_ad_core_imports_without_unix_only_modules() -> None:
+    """On Windows there is no `resource` (nor `fcntl`): every module a user imports must still load."""
+    code = ("import sys\nsys.modules['resource'] = None\nsys.modules['fcntl'] = None\n"
+            "import ad_core.runner, ad_core.cli, ad_core.benchmarking, ad_core.ensemble, ad_core.inference\n"
+            "from ad_core import train, load_model, benchmark, build_ensemble\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
