@@ -32,10 +32,12 @@ class Batch:
     defect_type: list[str] = field(default_factory=list)
 
     def to(self, device: torch.device | str) -> Batch:
+        """A copy on `device`; from pinned memory (`pin_memory()`) the copy is asynchronous, the point of pinning."""
+        fast = self.image.is_pinned()
         return Batch(
-            image=self.image.to(device),
-            label=self.label.to(device),
-            mask=None if self.mask is None else self.mask.to(device),
+            image=self.image.to(device, non_blocking=fast),
+            label=self.label.to(device, non_blocking=fast),
+            mask=None if self.mask is None else self.mask.to(device, non_blocking=fast),
             path=self.path,
             category=self.category,
             defect_type=self.defect_type,
