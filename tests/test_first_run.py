@@ -186,3 +186,21 @@ def test_ad_core_imports_without_unix_only_modules() -> None:
             "from ad_core import train, load_model, benchmark, build_ensemble\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_missing_backbone_weights_are_known_before_a_run(tmp_path) -> None:
+    from ad_core.preflight import missing_backbone_weights
+
+    (line,) = missing_backbone_weights(["padim"], {"backbone_dir": str(tmp_path)})
+    assert "padim" in line and "'resnet18'" in line and str(tmp_path) in line
+    assert missing_backbone_weights(["padim"], {"backbone_dir": str(tmp_path), "pretrained": False}) == []
+    (tmp_path / "resnet18.safetensors").write_bytes(b"")
+    assert missing_backbone_weights(["padim"], {"backbone_dir": str(tmp_path)}) == []
+
+
+def test_demo_warns_before_it_trains(tmp_path) -> None:
+    result = CliRunner().invoke(main, ["demo", "--model", "padim", "--categories", "weave", "--image-size", "32",
+                                       "--backbone-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert result.output.index("no weights for backbone 'resnet18'") < result.output.index("image AUROC")
+    assert f"outputs written under {tmp_path / 'out' / 'demo'}" in result.output
