@@ -41,8 +41,10 @@ def set_globals(show_globals: bool = False, **values: Any) -> Settings:
             value = Path(value).expanduser()
         setattr(settings, key, value)
     if show_globals:
-        for key, value in settings.as_dict().items():
-            print(f"{key:>16}: {value}")
+        shown = settings.as_dict()
+        width = max(map(len, shown))
+        for key, value in shown.items():
+            print(f"{key:>{width}}: {value}")
     return settings
 
 
