@@ -54,6 +54,7 @@ _EXPORTS = {
     "write_json": "ad_core.io",
     "write_text": "ad_core.io",
     "format_table": "ad_core.reports",
+    "format_results_txt": "ad_core.reports",
     "write_results": "ad_core.reports",
     "ANOMALOUS_COLOR": "ad_core.reports.plots",
     "NORMAL_COLOR": "ad_core.reports.plots",

@@ -74,11 +74,29 @@ def main(debug: bool) -> None:
     """ad-core: train, compare and deploy visual anomaly detectors."""
 
 
+LIST_WIDTH = 100  # `adcore list-models` fits a terminal this wide; `--wide` adds the papers
+
+
+def _wrapped_rows(rows: list[list[str]], headers: list[str], width: int) -> list[list[str]]:
+    """Rows whose last cell is wrapped (at ", ") so that the table fits `width` columns."""
+    import textwrap
+
+    fixed = [max(len(str(x)) for x in col) for col in zip(headers[:-1], *[r[:-1] for r in rows])]
+    room = max(20, width - sum(fixed) - 2 * len(fixed))
+    out: list[list[str]] = []
+    for row in rows:
+        lines = textwrap.wrap(row[-1], room, break_long_words=False, break_on_hyphens=False) or [""]
+        out.append([*row[:-1], lines[0]])
+        out.extend([*[""] * (len(row) - 1), line] for line in lines[1:])
+    return out
+
+
 @main.command("list-models")
 @click.option("--paradigm", help="Only models of this paradigm (memory, flow, kd, ...).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_models(paradigm: str | None, as_json: bool) -> None:
-    """Registered models, their variants and papers."""
+@click.option("--wide", is_flag=True, help="Add each model's paper (wider than 100 columns).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output, papers and defaults included.")
+def list_models(paradigm: str | None, wide: bool, as_json: bool) -> None:
+    """Registered models and their variants (`--wide` or `--json`: their papers too)."""
     registry = get_registry()
     entries = [e for e in registry.models.values() if paradigm is None or e.spec.paradigm == paradigm]
     entries.sort(key=lambda e: (e.spec.paradigm, e.spec.name))
@@ -92,9 +110,15 @@ def list_models(paradigm: str | None, as_json: bool) -> None:
             "unavailable_names": [{"name": n, "plugins": ps} for n, ps in sorted(registry.conflicts.items())],
         })
         return
-    rows = [[e.spec.name, e.spec.paradigm, e.plugin, ", ".join(sorted(e.spec.variants)) or "-", e.spec.paper]
-            for e in entries]
-    click.echo(_table(rows, ["model", "paradigm", "plugin", "variants", "paper"]) if rows else "no models registered")
+    if wide:
+        rows = [[e.spec.name, e.spec.paradigm, e.plugin, ", ".join(sorted(e.spec.variants)) or "-", e.spec.paper]
+                for e in entries]
+        headers = ["model", "paradigm", "plugin", "variants", "paper"]
+    else:
+        headers = ["model", "paradigm", "plugin", "variants"]
+        rows = _wrapped_rows([[e.spec.name, e.spec.paradigm, e.plugin, ", ".join(sorted(e.spec.variants)) or "-"]
+                              for e in entries], headers, LIST_WIDTH)
+    click.echo(_table(rows, headers) if rows else "no models registered")
     for p in broken:
         click.secho(f"broken plugin {p.name}: {p.error} (see `adcore plugins`)", fg="red", err=True)
     for name, plugins in sorted(registry.conflicts.items()):
@@ -122,7 +146,7 @@ def plugins_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_datasets_cmd(as_json: bool) -> None:
     """Built-in dataset formats."""
-    from ad_core.data import list_datasets
+    from ad_core.data.formats import list_datasets
 
     rows = list_datasets()
     if as_json:
@@ -178,10 +202,11 @@ def _debug() -> bool:
 def _fail(exc: Exception) -> NoReturn:
     """A user error is one red line and exit status 1; a bug (or any error with --debug) keeps its traceback."""
     from ad_core.errors import describe, is_user_error
+    from ad_core.preflight import cli_spelling
 
     if _debug() or not is_user_error(exc):
         raise exc
-    click.secho(f"error: {describe(exc)}", fg="red", err=True)
+    click.secho(f"error: {cli_spelling(describe(exc))}", fg="red", err=True)
     sys.exit(1)
 
 
@@ -193,13 +218,20 @@ def _fail(exc: Exception) -> NoReturn:
 def train_cmd(dataset: str, category: str, model: str, root, output_dir, backbone_dir, extra, **options) -> None:
     """Train and evaluate MODEL(s) on CATEGORY(ies) of DATASET; comma lists and 'all' work.
 
+    Without pretrained backbone weights this stops and says where to put them (`--set pretrained=false` trains
+    with random weights instead; `adcore demo` does that by itself, with a warning).
+
     Example: adcore train mvtec bottle,wood patchcore --image-size 256
     """
-    from ad_core.runner import train
+    from ad_core.preflight import check_request
 
+    overrides = _overrides(backbone_dir, extra, **options)
+    models = _split(model)
     try:
-        train(_split(dataset), _split(category), _split(model), root=root, output_dir=output_dir,
-              **_overrides(backbone_dir, extra, **options))
+        check_request([models] if isinstance(models, str) else models, overrides)  # before torch is imported
+        from ad_core.runner import train
+
+        train(_split(dataset), _split(category), models, root=root, output_dir=output_dir, **overrides)
     except Exception as exc:
         _fail(exc)
 
@@ -311,24 +343,38 @@ def ensemble_cmd(from_dir: Path | None, members: str | None, top: int, by: str, 
 @click.option("--backbone-dir", type=click.Path(path_type=Path))
 @click.option("--device", default=None)
 def demo_cmd(model: str, categories: str, image_size: int, output_dir: Path, backbone_dir, device) -> None:
-    """Build the synthetic demo set, train and evaluate a model, print a results table."""
-    from ad_core.runner import summary_table, train
+    """Build the synthetic demo set, train and evaluate a model on every demo category, print a results table.
+
+    Unlike `adcore train`, which stops when pretrained backbone weights are missing, the demo warns before it
+    starts and goes on with random weights (far lower accuracy).
+    """
+    from ad_core.preflight import check_request, missing_backbone_weights
     from ad_core.settings import set_globals
 
     if backbone_dir:
         set_globals(backbone_dir=backbone_dir)
+    models = _split(model)
+    models = [models] if isinstance(models, str) else models
+    options = {"image_size": image_size, "on_missing_weights": "warn", "device": device}
     try:
-        with warnings.catch_warnings():  # said once, below, rather than once per run
+        check_request(models, options)
+        missing = missing_backbone_weights(models, options)
+        if missing:
+            click.secho("warning: no pretrained backbone weights on this machine, so the demo trains with random "
+                        "weights and accuracy is far below what the models reach:\n  " + "\n  ".join(missing)
+                        + "\nPut <timm name>.safetensors files in --backbone-dir (see README, Offline weights).",
+                        fg="yellow", err=True)
+        from ad_core.runner import summary_table, train
+
+        with warnings.catch_warnings():  # said once, above and below, rather than once per run
             warnings.simplefilter("ignore", UserWarning)
-            runs = train("demo", _split(categories), _split(model), output_dir=output_dir, verbose=False,
-                         image_size=image_size, on_missing_weights="warn", device=device)
+            runs = train("demo", _split(categories), models, output_dir=output_dir, verbose=False, **options)
     except Exception as exc:
         _fail(exc)
     click.echo(summary_table(runs))
     if any(r.warnings for r in runs):
-        click.secho("warning: no pretrained backbone weights were found, so random weights were used and accuracy "
-                    "is far below what the model reaches. Put <timm name>.safetensors files in --backbone-dir.",
-                    fg="yellow", err=True)
+        click.secho("warning: no pretrained backbone weights were found, so random weights were used: the figures "
+                    "above are far below what the models reach.", fg="yellow", err=True)
     click.echo(f"outputs written under {output_dir / 'demo'}")
 
 

@@ -7,7 +7,6 @@ are computed too, as labelled oracle figures, and become the saved threshold onl
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from ad_core.settings import settings
 from ad_core.types import Batch
 
 MAX_MAP_PANELS = 12
+MAP_PANEL_TILE = 256  # pixels on the short side of each `maps/` panel, enlarged from the model input
 SCORES_NAME = "scores.json"  # per test image: path, label, raw score (for histograms and ensembles)
 PIXELS_PER_IMAGE = 1 << 16  # normal-map pixels kept per validation image for the pixel threshold (evenly strided)
 
@@ -163,6 +163,8 @@ def _balanced(kept: list, keep: int) -> list:
 
 
 def _peak_rss_mb() -> float:
+    import resource  # Unix only: imported here so that ad_core imports on Windows
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -213,7 +215,9 @@ def evaluate_detector(detector: Detector, test_loader: Iterable[Batch], out: Pat
             low, high = float(values.min()), float(values.max())
             pixel_threshold = (low + high) / 2.0
         masks = torch.stack([k[2] for k in kept]) if all(k[2] is not None for k in kept) else None
+        threshold_name = "pixel" if post.pixel_calibrated else "mid-range (no pixel)"
         save_map_panels(out / "maps", torch.stack([k[0] for k in kept]), torch.stack([k[1] for k in kept]),
-                        pixel_threshold, [k[3] for k in kept], masks, vmin=low, vmax=high)
+                        pixel_threshold, [k[3] for k in kept], masks, vmin=low, vmax=high,
+                        threshold_name=threshold_name, min_tile=MAP_PANEL_TILE)
     return results
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ad_core.building import ALIASES
-from ad_core.specs import RUN_KEYS, ModelSpec
+from ad_core.specs import RUN_KEYS, RUNNER_KEYS, ModelSpec
 
 TRUE_WORDS = ("true", "1", "yes")
 FALSE_WORDS = ("false", "0", "no")
@@ -34,9 +34,6 @@ RUN_TYPES: dict[str, tuple[type, bool]] = {
     "allow_download": (bool, True), "resume": (bool, False), "checkpoint_every": (int, True),
     "on_missing_weights": (str, False), "write_maps": (bool, False), "require_masks": (bool, False),
 }
-# Read by the runner itself, never by a model.
-RUNNER_KEYS = frozenset({"write_maps", "require_masks", "validation", "validation_fraction", "validation_dir",
-                         "target_fpr"})
 AT_LEAST_ONE = ("num_epochs", "max_steps", "batch_size", "eval_batch_size", "checkpoint_every",
                 "accumulate_grad_batches")
 CHOICES = {"on_missing_weights": ("error", "warn"), "precision": ("32", "bf16", "16"),

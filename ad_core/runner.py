@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -78,6 +79,8 @@ def preprocessed(loader: Iterable[Batch], detector: Detector) -> Iterator[Batch]
             for batch in loader:
                 with torch.no_grad():
                     image = detector.pre(batch.image)
+                if batch.image.is_pinned():  # keep the loader's pinning (settings.pin_memory) for the new tensor
+                    image = image.pin_memory()
                 yield Batch(image, batch.label, batch.mask, batch.path, batch.category, batch.defect_type,
                             batch.mask_known)
 
@@ -199,29 +202,35 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     return RunResult(dataset, category, config.name, out, results, run=header, warnings=notes)
 
 
-def train(dataset: str | list[str], category: str | list[str], model: str | list[str], *,
+def train(dataset_type: str | list[str], category: str | list[str], model_type: str | list[str], *,
           root: str | Path | None = None, output_dir: str | Path | None = None, verbose: bool = True,
           **overrides: Any) -> list[RunResult]:
-    """Train and evaluate every (dataset, category, model) combination; `category="all"` expands.
+    """Train and evaluate every (dataset, category, model) combination; `category="all"` expands per dataset.
 
-    Example: `train("mvtec", "bottle", "stfpm", num_epochs=50)`.
+    The seed's calls work as written, positionally (`train("mvtec", "bottle", "stfpm", num_epochs=50)`) or by
+    keyword (`train(dataset_type="mvtec", category="bottle", model_type="stfpm", img_size=512)`), and a list of
+    datasets (`train(["dataset_A", "dataset_B"], ["pattern1", "pattern2"], "stfpm")`) trains every category of
+    the list in every dataset. With `verbose`, each run prints its table and the folder its outputs went to;
+    with progress on (`ADCORE_PROGRESS`, default 1), a line on stderr says which run of how many starts.
     """
+    plan = [(ds, cat, name)
+            for ds in _as_list(dataset_type)
+            for cat in (list_categories(ds, root) if _as_list(category) == ["all"] else _as_list(category))
+            for name in _as_list(model_type)]
     runs: list[RunResult] = []
-    for ds in _as_list(dataset):
-        categories = _as_list(category)
-        if categories == ["all"]:
-            categories = list_categories(ds, root)
-        for cat in categories:
-            for name in _as_list(model):
-                runs.append(run_one(ds, cat, name, root=root, output_dir=output_dir, **overrides))
-                if verbose:
-                    print(summary_table(runs[-1:]))
+    for i, (ds, cat, name) in enumerate(plan, start=1):
+        if settings.progress:
+            print(f"[{i}/{len(plan)}] {ds} / {cat} / {name}", file=sys.stderr, flush=True)
+        runs.append(run_one(ds, cat, name, root=root, output_dir=output_dir, **overrides))
+        if verbose:
+            print(summary_table(runs[-1:]))
+            print(f"outputs written to {runs[-1].output_dir}")
     if verbose and len(runs) > 1:
         print(summary_table(runs))
     return runs
 
 
-def train_models(dataset_type: str | list[str], categories: str | list[str], models: list[str],
+def train_models(dataset_type: str | list[str], categories: str | list[str], models: str | list[str],
                  **overrides: Any) -> list[RunResult]:
     """The seed's batch entry point: every model on every category, one after another."""
     return train(dataset_type, categories, models, **overrides)

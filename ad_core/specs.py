@@ -47,6 +47,11 @@ RUN_KEYS = frozenset(
 )
 
 
+# Settings the runner reads itself (never passed to a model): outputs, masks and the validation source.
+RUNNER_KEYS = frozenset({"write_maps", "require_masks", "validation", "validation_fraction", "validation_dir",
+                         "target_fpr"})
+
+
 class SpecError(ValueError):
     """A plugin registered a malformed spec."""
 

@@ -38,10 +38,23 @@ class Batch:
     mask_known: torch.Tensor | None = None  # [B] bool
 
     def to(self, device: torch.device | str) -> Batch:
+        """A copy on `device`; from pinned memory (`pin_memory()`) the copy is asynchronous, the point of pinning."""
+        fast = self.image.is_pinned()
         return Batch(
-            image=self.image.to(device),
-            label=self.label.to(device),
-            mask=None if self.mask is None else self.mask.to(device),
+            image=self.image.to(device, non_blocking=fast),
+            label=self.label.to(device, non_blocking=fast),
+            mask=None if self.mask is None else self.mask.to(device, non_blocking=fast),
+            path=self.path,
+            category=self.category,
+            defect_type=self.defect_type,
+        )
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies of the tensors: a DataLoader with `pin_memory=True` calls this on every batch."""
+        return Batch(
+            image=self.image.pin_memory(),
+            label=self.label.pin_memory(),
+            mask=None if self.mask is None else self.mask.pin_memory(),
             path=self.path,
             category=self.category,
             defect_type=self.defect_type,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from ad_core import load_model, train
 from ad_core.checkpoint import CheckpointError
 from ad_core.cli import main
 from ad_core.data import DemoDataset
+from ad_core.reports.overlay import HEADER, SIDE
 
 
 @pytest.fixture
@@ -72,7 +74,9 @@ def test_cli_predict_on_a_folder(run, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert len(rows) == 2 and all(0.0 <= r["normalized_score"] <= 1.0 for r in rows)
-    assert all(Image.open(r["map"]).size == (32, 32) for r in rows)
+    # one overlay per image, named after it, at the image's own size (48 px, not the model's 32) plus the scale
+    assert sorted(Path(r["map"]).name for r in rows) == [f"img{i}_anomaly.png" for i in (0, len(data) - 1)]
+    assert all(Image.open(r["map"]).size == (48 + SIDE, 48 + HEADER) for r in rows)
 
 
 def test_cli_test_command_evaluates_a_checkpoint(run, tmp_path) -> None:

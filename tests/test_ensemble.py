@@ -172,6 +172,9 @@ def test_every_rule_is_evaluated_and_the_best_saved(built) -> None:
     top = json.loads((built.output_dir / "results.json").read_text())
     assert top["run"]["fusion"] == built.fusion and top["image"] == built.results["image"]
     assert f"best fusion rule: {built.best_fusion}" in (built.output_dir / "ensemble.txt").read_text()
+    text = (built.output_dir / "results.txt").read_text()
+    assert "=== Fusion rules and members ===" in text and f"best fusion rule: {built.best_fusion}" in text
+    assert not any("{" in line for line in text.splitlines()), "results.txt holds raw JSON"
     spec = json.loads((built.output_dir / "ensemble.json").read_text())
     assert [m["path"] for m in spec["members"]] == [f"../{m}" for m in MEMBERS]  # relative to the ensemble
     assert spec["image_size"] == 80 and spec["threshold"] == built.results["threshold"]

@@ -48,7 +48,7 @@ def _check_models(models: list[str], overrides: dict[str, Any],
 
     A model whose code cannot even be imported is left to fail in its own cells, so the grid goes on.
     """
-    from ad_core.api import OptionError, check_options, get_registry, resolve_config
+    from ad_core.api import OptionError, check_options, get_registry
 
     registry = get_registry()
     names = [registry.resolve(m)[1] for m in models]

@@ -12,9 +12,9 @@ from ad_core.data.base import (
     resolve_categories,
     subfolders,
 )
+from ad_core.data.formats import BTAD_CATEGORIES  # noqa: F401  (re-exported)
 from ad_core.data.mvtec import mvtec_records
 
-BTAD_CATEGORIES = ["01", "02", "03"]
 LAYOUT = "<root>/<01|02|03>/{train/ok, test/ok, test/ko, ground_truth/ko}"
 
 

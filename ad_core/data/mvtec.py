@@ -14,9 +14,8 @@ from ad_core.data.base import (
     resolve_categories,
     subfolders,
 )
+from ad_core.data.formats import MVTEC_CATEGORIES  # noqa: F401  (re-exported)
 
-MVTEC_CATEGORIES = ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
-                    "screw", "tile", "toothbrush", "transistor", "wood", "zipper"]
 LAYOUT = "<root>/<category>/train/good/*, <root>/<category>/test/<defect|good>/*, " \
          "<root>/<category>/ground_truth/<defect>/<name>_mask.png"
 

@@ -6,9 +6,8 @@ import csv
 from pathlib import Path
 
 from ad_core.data.base import DatasetLayoutError, ImageDataset, Record, check_split, resolve_categories
+from ad_core.data.formats import VISA_CATEGORIES  # noqa: F401  (re-exported)
 
-VISA_CATEGORIES = ["candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1", "pcb2",
-                   "pcb3", "pcb4", "pipe_fryum"]
 SPLIT_FILE = Path("split_csv") / "1cls.csv"
 COLUMNS = {"object", "split", "label", "image", "mask"}
 

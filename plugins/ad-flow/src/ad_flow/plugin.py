@@ -41,6 +41,7 @@ def fastflow_specs() -> list[ModelSpec]:
         variants={
             "fastflow-resnet18": {},
             "fastflow-wrn50": {"backbone": "wide_resnet50_2", "conv3x3_only": False},
+            "fastflow-resnet50": {"backbone": "wide_resnet50_2", "conv3x3_only": False},  # the seed's name
             "fastflow-cait": {"backbone": "cait_m48_448", "feature_block": 40, "image_size": 448,
                               **FASTFLOW_TRANSFORMER},
             "fastflow-deit": {"backbone": "deit_base_distilled_patch16_384", "feature_block": 7, "image_size": 384,
@@ -68,7 +69,7 @@ def cflow_specs() -> list[ModelSpec]:
                   "clamp_alpha": 1.9, "condition_dim": 128, "fiber_batch_size": 256, "soft_permutation": True,
                   "lr": 2e-4, "lr_schedule": True, "meta_epochs": 25, "image_size": 256, "batch_size": 32,
                   "num_epochs": 200},
-        variants={"cflow-resnet18": {"backbone": "resnet18"}},
+        variants={"cflow-resnet18": {"backbone": "resnet18"}, "cflow-resnet50": {"backbone": "resnet50"}},
         test_overrides={"cflow": {"backbone": "resnet18", "image_size": 64, "coupling_blocks": 2,
                                   "fiber_batch_size": 32, "batch_size": 8, "num_epochs": 2,
                                   "soft_permutation": False}},
@@ -112,6 +113,8 @@ def uflow_specs() -> list[ModelSpec]:
         variants={
             "uflow-resnet18": {"backbone": "resnet18", "image_size": 256},
             "uflow-wrn50": {"backbone": "wide_resnet50_2", "image_size": 256},
+            "uflow-resnet50": {"backbone": "wide_resnet50_2", "image_size": 256},  # the seed's name
+            "uflow-mcait": {},  # the seed's name for the paper's configuration
         },
         # The MS-CaiT extractor (two paper-size CaiTs) is tested with a tiny CaiT in the plugin's own tests.
         test_overrides={"uflow": {"backbone": "resnet18", "image_size": 64, "num_epochs": 2, "batch_size": 8},
