@@ -28,7 +28,7 @@ from ad_core.settings import resolve_device, settings
 from ad_core.training import TrainerOptions, seed_everything, trainer_class
 from ad_core.training.fingerprint import fingerprinted_config
 from ad_core.types import Batch, collate
-from ad_core.validation import DEFAULT_FRACTION, describe, validation_split
+from ad_core.validation import DEFAULT_FRACTION, describe_validation, validation_split
 
 __all__ = ["SCORES_NAME", "RunResult", "evaluate_detector", "make_loader", "normal_subset", "run_one", "train"]
 MAX_TRAIN_SCORED = 100  # normal images scored to normalise an ensemble's members
@@ -154,7 +154,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     val = preprocessed(val_loader, detector) if run.get("early_stopping_patience") else None  # validation only
     report = trainer.fit(model, preprocessed(train_loader, detector), val, generator=train_loader.generator)
     detector.to(device).eval()
-    calibration = calibrate(detector, val_loader, device, describe(split.info), target_fpr, split.info)
+    calibration = calibrate(detector, val_loader, device, describe_validation(split.info), target_fpr, split.info)
     calibration.apply_pixels(detector)
     header = {
         "dataset": dataset,
