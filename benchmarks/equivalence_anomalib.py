@@ -76,7 +76,11 @@ def fastflow(images: torch.Tensor) -> dict[str, float]:
     theirs.train()
     ours.train()
     loss_theirs = FastflowLoss()(*theirs(images)).item()
-    loss_ours = ours.training_step(type("B", (), {"image": images})()).item()
+    from ad_core.plugin_api import Batch, StepContext
+
+    batch = Batch(images, torch.zeros(len(images), dtype=torch.long), None, [""] * len(images), [""] * len(images))
+    ctx = StepContext(optimizers=[], schedulers=[], scaler=None, grad_clip=None)  # automatic mode: counters only
+    loss_ours = ours.training_step(batch, ctx).item()
     return _compare(theirs, ours, images, loss_theirs, loss_ours)
 
 

@@ -23,7 +23,7 @@ MODELS = ("stfpm", "fastflow", "efficientad")
 @pytest.fixture(scope="module")
 def record(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("equivalence") / "equivalence.json"
-    subprocess.run([sys.executable, str(SCRIPT), "--image-size", "64", "--batch", "2", "--json", str(out)],
+    subprocess.run([sys.executable, str(SCRIPT), "--image-size", "256", "--batch", "2", "--json", str(out)],
                    check=True, capture_output=True, text=True)
     return json.loads(out.read_text())
 
