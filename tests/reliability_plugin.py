@@ -41,6 +41,6 @@ class ReliabilityPlugin:
 class BuggyAE(TinyAE):
     """A model with a bug in its training step: the CLI must show it as a bug, not as a user error."""
 
-    def training_step(self, batch):
+    def training_step(self, batch, ctx):
         return {"losses": {}}["loss"]
 

@@ -37,7 +37,7 @@ def test_full_disk_is_a_user_error(tiny_plugin, outputs, monkeypatch) -> None:
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", "roc.png")
 
-    monkeypatch.setattr("ad_core.runner.plot_roc", full)
+    monkeypatch.setattr("ad_core.evaluation.plot_roc", full)
     _user_error(CliRunner().invoke(main, TRAIN), "no space left on the device while writing roc.png")
 
 
