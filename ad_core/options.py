@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ad_core.building import ALIASES
-from ad_core.specs import RUN_KEYS, RUNNER_KEYS, ModelSpec
+from ad_core.specs import RUN_KEYS, RUNNER_KEYS, ModelSpec, OptionError
 
 TRUE_WORDS = ("true", "1", "yes")
 FALSE_WORDS = ("false", "0", "no")
@@ -38,10 +38,6 @@ AT_LEAST_ONE = ("num_epochs", "max_steps", "batch_size", "eval_batch_size", "che
                 "accumulate_grad_batches")
 CHOICES = {"on_missing_weights": ("error", "warn"), "precision": ("32", "bf16", "16"),
            "validation": ("holdout", "test_split")}
-
-
-class OptionError(ValueError):
-    """An option is unknown, of the wrong type, or out of range."""
 
 
 def _type_name(kind: Any) -> str:

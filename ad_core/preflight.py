@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ad_core.plugins import get_registry
-from ad_core.specs import RUN_KEYS, RUNNER_KEYS
+from ad_core.specs import RUN_KEYS, RUNNER_KEYS, OptionError
 
 OPTION_ALIASES = frozenset({"img_size", "epochs"})  # the seed's spellings, mapped by `ad_core.building.ALIASES`
 
@@ -61,7 +61,7 @@ def factory_parameters(ref: str) -> set[str] | None:
 
 
 def check_request(models: Iterable[str], overrides: dict[str, Any]) -> None:
-    """Raise what `train` would raise for an unknown model (`UnknownModelError`) or option (`TypeError`)."""
+    """Raise what `train` would raise for an unknown model (`UnknownModelError`) or option (`OptionError`)."""
     registry = get_registry()
     for name in models:
         spec, variant = registry.resolve(name)
@@ -71,7 +71,7 @@ def check_request(models: Iterable[str], overrides: dict[str, Any]) -> None:
         unknown = sorted(set(overrides) - params - RUN_KEYS - OPTION_ALIASES - RUNNER_KEYS)
         if unknown:
             valid = sorted(params | RUN_KEYS)
-            raise TypeError(f"unknown option(s) {unknown} for model {variant!r}; valid options: {valid}")
+            raise OptionError(f"unknown option(s) {unknown} for model {variant!r}; valid options: {valid}")
 
 
 def missing_backbone_weights(models: Iterable[str], overrides: dict[str, Any]) -> list[str]:

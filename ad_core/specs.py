@@ -52,6 +52,10 @@ RUNNER_KEYS = frozenset({"write_maps", "require_masks", "validation", "validatio
                          "target_fpr"})
 
 
+class OptionError(ValueError):
+    """An option is unknown, of the wrong type, or out of range (a user error, reported before anything is built)."""
+
+
 class SpecError(ValueError):
     """A plugin registered a malformed spec."""
 

@@ -19,7 +19,7 @@ from ad_core.cli import LIST_WIDTH, main
 from ad_core.data import write_demo_dataset
 from ad_core.plugins import UnknownModelError, get_registry
 from ad_core.preflight import OPTION_ALIASES, check_request, cli_spelling, factory_parameters
-from ad_core.specs import resolve_ref
+from ad_core.specs import OptionError, resolve_ref
 
 
 @pytest.mark.parametrize("args", [["list-datasets"], ["list-models"], ["plugins"], ["--help"],
@@ -59,7 +59,7 @@ def test_option_aliases_are_those_the_builder_maps() -> None:
 def test_check_request_accepts_valid_options_and_names_a_typo() -> None:
     check_request(["padim", "patchcore-r18"], {"img_size": 64, "num_epochs": 1, "pretrained": False,
                                                 "write_maps": False})
-    with pytest.raises(TypeError, match=r"\['coreset_ration'\].*coreset_ratio"):
+    with pytest.raises(OptionError, match=r"\['coreset_ration'\].*coreset_ratio"):
         check_request(["patchcore"], {"coreset_ration": 0.1})
     with pytest.raises(UnknownModelError, match="dinomaly-small-224"):
         check_request(["dinomaly-small-224"], {})
@@ -143,7 +143,7 @@ def test_all_cells_table_shows_the_error_before_the_figures() -> None:
 
 def test_map_panels_are_enlarged_to_see_a_defect(tmp_path) -> None:
     from ad_core.reports.maps import LABEL_HEIGHT, PANEL_GAP, save_map_panels
-    from ad_core.runner import MAP_PANEL_TILE
+    from ad_core.evaluation import MAP_PANEL_TILE
 
     images, maps = torch.rand(1, 3, 64, 96), torch.rand(1, 64, 96)
     (path,) = save_map_panels(tmp_path, images, maps, 0.5, ["x"], None, 0.0, 1.0, threshold_name="f1_percentile",

@@ -84,7 +84,7 @@ def test_a_failed_run_leaves_the_previous_one_intact_and_no_temporaries(tiny_plu
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("ad_core.runner.plot_roc", full_disk)
+    monkeypatch.setattr("ad_core.evaluation.plot_roc", full_disk)
     with pytest.raises(OSError, match="No space left"):
         _run(seed=7)
     after = {p.relative_to(first.output_dir): p.read_bytes() for p in first.output_dir.rglob("*") if p.is_file()
