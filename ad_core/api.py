@@ -25,6 +25,7 @@ _EXPORTS = {
     "OptionError": "ad_core.options",
     "check_options": "ad_core.options",
     "FileLock": "ad_core.run_folder",
+    "RunFolderBusyError": "ad_core.run_folder",
     "get_registry": "ad_core.plugins",
     # detectors and their folders
     "Detector": "ad_core.detector",

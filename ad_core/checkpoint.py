@@ -159,7 +159,8 @@ def verify_checkpoint(directory: Path, meta: dict[str, Any]) -> Path:
 
 
 def _check_shapes(state: dict[str, torch.Tensor], detector: Detector, weights: Path, model: str) -> None:
-    """Name the first tensor whose presence or shape differs from the model built from `model.json`."""
+    """Name the first tensor the model built from `model.json` lacks or holds in another shape. Tensors the file
+    lacks are left to `load_state_dict`: a module may complete them (buffers added after the file was written)."""
     own = detector.state_dict()
     for key, tensor in state.items():
         if key not in own:
@@ -167,9 +168,6 @@ def _check_shapes(state: dict[str, torch.Tensor], detector: Detector, weights: P
         if own[key].numel() and tuple(own[key].shape) != tuple(tensor.shape):  # empty: data-sized, takes the file's
             raise CheckpointError(f"{weights}: tensor {key!r} has shape {tuple(tensor.shape)} in the file but "
                                   f"{tuple(own[key].shape)} in model {model!r} built from {META_NAME}")
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise CheckpointError(f"{weights} lacks tensor(s) {missing[:3]} of model {model!r}")
 
 
 def load_model(path: str | Path, expected_model: str | None = None, device: str | torch.device = "cpu") -> Detector:
@@ -202,7 +200,11 @@ def load_model(path: str | Path, expected_model: str | None = None, device: str 
     pre = PreProcessor.from_run({**meta.get("run", {}), "normalize": bool(meta.get("normalize", True))})
     detector = Detector(model, pre=pre)
     _check_shapes(state, detector, weights, meta["model"])
-    detector.load_state_dict(state, strict=True)
+    try:
+        detector.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights} does not fit model {meta['model']!r} built from {directory / META_NAME}: "
+                              f"{' '.join(str(exc).split())[:400]}") from exc
     detector.meta = meta
     return detector.to(device).eval()
 

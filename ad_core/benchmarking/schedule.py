@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ad_core.benchmarking.cells import CellOptions, RunningCell, is_finished, launch, poll, read_cell, stop
 from ad_core.benchmarking.grid import Cell
-from ad_core.run_folder import RunFolderBusyError
+from ad_core.api import RunFolderBusyError
 
 POLL_SECONDS = 0.1
 
