@@ -114,7 +114,7 @@ def folder_validation_set(folder: str | Path, image_size: Any, seed: int) -> tup
     records = [Record(str(p), 0, category, "good") for p in normal]
     info: dict[str, Any] = {"source": str(folder.resolve()), "normal_images": len(normal)}
     if not abnormal:
-        dataset: Dataset = WithSyntheticDefects(ImageDataset(records, "test", image_size, False, name="validation"),
+        dataset: Dataset = WithSyntheticDefects(ImageDataset(records, "test", image_size, name="validation"),
                                                 seed)
         info.update({"anomalous_images": len(normal), "defects": "synthetic, drawn on copies of the normal images"})
         return dataset, info
@@ -122,7 +122,7 @@ def folder_validation_set(folder: str | Path, image_size: Any, seed: int) -> tup
         mask = find_mask(folder / "mask", path.stem)
         records.append(Record(str(path), 1, category, "abnormal", str(mask) if mask else None))
     info.update({"anomalous_images": len(abnormal), "defects": "labelled"})
-    return ImageDataset(records, "test", image_size, False, name="validation"), info
+    return ImageDataset(records, "test", image_size, name="validation"), info
 
 
 def _test_split(train_set: Dataset, test_set: Dataset, fraction: float, seed: int) -> ValidationSplit:

@@ -100,10 +100,10 @@ def test_early_stopping_validates_on_the_validation_source_only(tiny_plugin, out
     seen: list[str] = []
     fit = gradient.GradientTrainer.fit
 
-    def spy(self, model, train_batches, val=None):
+    def spy(self, model, train_batches, val=None, *, generator=None):
         assert val is not None
         seen.extend(path for batch in val for path in batch.path)
-        return fit(self, model, train_batches, val)
+        return fit(self, model, train_batches, val, generator=generator)
 
     monkeypatch.setattr(gradient.GradientTrainer, "fit", spy)
     (run,) = train("demo", "weave", "tiny-ae", verbose=False, num_epochs=3, image_size=32, write_maps=False,
