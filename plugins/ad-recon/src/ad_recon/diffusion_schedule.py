@@ -45,10 +45,6 @@ class LinearSchedule(nn.Module):
         """The table's values at steps `t` [B], shaped to broadcast over `like` [B, ...]."""
         return table[t].to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
-    def check_steps(self, t: torch.Tensor) -> None:
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.timesteps):
-            raise ValueError(f"diffusion steps must lie in [0, {self.timesteps}), got {t.tolist()}")
-
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε: a draw of q(x_t | x_0) for the given noise."""
         return self._at(self.sqrt_alphas_cumprod, t, x0) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, t,
