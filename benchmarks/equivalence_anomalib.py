@@ -17,7 +17,8 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "plugins/ad-kd/src"), str(REPO / "plugins/ad-flow/src")]
+sys.path[:0] = [str(REPO), str(REPO / "plugins/ad-kd/src"), str(REPO / "plugins/ad-flow/src"),
+               str(REPO / "plugins/ad-synth/src")]
 warnings.filterwarnings("ignore")
 
 import timm  # noqa: E402
@@ -122,6 +123,49 @@ def efficientad(images: torch.Tensor) -> dict[str, float]:
     return _compare(theirs, ours, images, loss_theirs, float(mine["loss"]))
 
 
+def supersimplenet(images: torch.Tensor) -> dict[str, float]:
+    """Unsupervised SuperSimpleNet on ResNet-18 with the same feature noise and Perlin masks on both sides.
+
+    The training forward and loss must agree exactly; the map differs only by the blur's kernel (anomalib cuts the
+    sigma-4 Gaussian at 3 sigma, ad-core at 4 sigma), so the raw map logits are compared as well."""
+    import anomalib.models.image.supersimplenet.torch_model as their_module
+    from anomalib.models.image.supersimplenet.loss import SSNLoss
+
+    from ad_synth.supersimplenet import SuperSimpleNet, ssn_loss
+
+    theirs = their_module.SupersimplenetModel(backbone="resnet18")
+    ours = SuperSimpleNet(backbone="resnet18", pretrained=False)
+    backbone = _strip(theirs.feature_extractor.feature_extractor.state_dict(), "feature_extractor.")
+    ours.features.backbone.model.load_state_dict(backbone)
+    ours.adaptor.load_state_dict(_strip(theirs.adaptor.state_dict(), "projection."))
+    ours.segdec.load_state_dict(theirs.segdec.state_dict())
+    theirs.train()
+    ours.train()
+    b = images.shape[0]
+    features = ours.features(images)
+    noise, perlin = ours.draws(b, features.shape[1], tuple(features.shape[-2:]))
+    theirs.anomaly_generator.generate_perlin = lambda *_: perlin
+    real_normal = torch.normal
+    torch.normal = lambda *a, **kw: noise / 0.015 * kw["std"]
+    try:
+        labels = torch.zeros(b)
+        out_theirs = theirs(images, masks=None, labels=labels)
+    finally:
+        torch.normal = real_normal
+    loss_theirs = SSNLoss()(*out_theirs).item()
+    masks = torch.zeros(b, *images.shape[-2:])
+    out_ours = ours.forward_train(features, masks, labels, noise, perlin)
+    loss_ours = ssn_loss(*out_ours).item()
+    row = _compare(theirs, ours, images, loss_theirs, loss_ours)
+    row["train_map_logits_max_abs_diff"] = float((out_theirs[0] - out_ours[0]).abs().max())
+    row["train_score_logits_max_abs_diff"] = float((out_theirs[1] - out_ours[1]).abs().max())
+    with torch.no_grad():
+        their_features = theirs.feature_extractor(images)
+        their_map = theirs.segdec(theirs.adaptor(their_features), their_features)[0]
+        row["eval_map_logits_max_abs_diff"] = float((their_map - ours.logits(images)[0]).abs().max())
+    return row
+
+
 def _compare(theirs, ours, images: torch.Tensor, loss_theirs: float, loss_ours: float) -> dict[str, float]:
     """Both models in eval mode on the same images: how far apart are their scores and maps?"""
     theirs.eval()
@@ -153,7 +197,8 @@ def main() -> None:
     images = torch.randn(args.batch, 3, args.image_size, args.image_size)
     record = {"anomalib": anomalib.__version__, "torch": torch.__version__, "image_size": args.image_size,
               "batch": args.batch, "seed": args.seed, "models": {}}
-    for name, check in (("stfpm", stfpm), ("fastflow", fastflow), ("efficientad", efficientad)):
+    for name, check in (("stfpm", stfpm), ("fastflow", fastflow), ("efficientad", efficientad),
+                        ("supersimplenet", supersimplenet)):
         torch.manual_seed(args.seed)
         record["models"][name] = row = check(images)
         print(f"{name:11s} loss {row['loss_anomalib']:.6g} vs {row['loss_ours']:.6g} (rel. diff {row['loss_rel_diff']:.1e}); "
