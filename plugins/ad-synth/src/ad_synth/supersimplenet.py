@@ -23,7 +23,7 @@ from torch import nn
 
 from ad_core.plugin_api import AnomalyModel, BackboneConfig, Batch, StepContext, TrainingPlan, gaussian_blur
 from ad_core.plugin_api import components
-from ad_synth.defects import DefectSet, read_defects
+from ad_synth.defects import DefectSet, defect_pairs, read_defects
 
 # The pre-processing the spec declares (ImageNet statistics): defect images read from a folder get it too.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -195,6 +195,8 @@ class SuperSimpleNet(AnomalyModel):
     def on_fit_start(self, loader) -> None:
         self.generator = components.seeded_generator(self.seed)
         self.real_defects_seen = 0
+        if self.defect_dir is not None:
+            defect_pairs(self.defect_dir)  # a missing folder or a defect without its mask fails before any step
         if self.supervised and self.defect_dir is None:
             warnings.warn("supersimplenet-supervised without defect_dir learns only from labelled defects in the "
                           "training batches; name a folder of defects with masks (defect_dir=...)", stacklevel=2)
