@@ -42,7 +42,33 @@ def supersimplenet_specs() -> list[ModelSpec]:
     )]
 
 
+# -- GLASS ---------------------------------------------------------------------------------------------------
+GLASS_PAPER = ("Chen et al., A Unified Anomaly Synthesis Strategy with Gradient Ascent for Industrial Anomaly "
+               "Detection and Localization, ECCV 2024 (arXiv:2407.09359)")
+
+
+def glass_specs() -> list[ModelSpec]:
+    return [ModelSpec(
+        name="glass",
+        paradigm=PARADIGM,
+        factory="ad_synth.glass:Glass",
+        trainer="gradient",
+        paper=GLASS_PAPER,
+        description="A patch discriminator over projected layer2+3 patch features, trained on normal features, "
+                    "gradient-ascended feature noise (GAS) and texture anomalies in Perlin masks (LAS).",
+        defaults={"backbone": "wide_resnet50_2", "layers": ["layer2", "layer3"], "patch_size": 3, "embed_dim": 1536,
+                  "discriminator_layers": 2, "discriminator_hidden": 1024, "noise_std": 0.015, "ascent_steps": 20,
+                  "ascent_lr": 0.001, "project_every": 5, "radius_quantile": 0.75, "manifold_radius": 0.5,
+                  "hard_mining": 0.5, "distribution": "auto", "lr": 1e-4, "sigma": 4.0, "image_size": 288,
+                  "batch_size": 8, "num_epochs": 640},
+        variants={"glass-r18": {"backbone": "resnet18"}},
+        # A narrow embedding and few ascent steps keep the tiny fit short; the code path is the paper's.
+        test_overrides={"glass": {"backbone": "resnet18", "embed_dim": 128, "discriminator_hidden": 64,
+                                  "ascent_steps": 5, "batch_size": 8, "num_epochs": 2}},
+    )]
+
+
 @hookimpl
 def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
-    for spec in supersimplenet_specs():
+    for spec in [*supersimplenet_specs(), *glass_specs()]:
         register(spec)
