@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anomalib
 pytest.importorskip("anomalib", reason="anomalib is not importable: the equivalence checks need it")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "equivalence_anomalib.py"
-MODELS = ("stfpm", "fastflow", "efficientad")
+MODELS = ("stfpm", "fastflow", "efficientad", "glass")
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +46,12 @@ def test_supersimplenet_same_training_forward_loss_and_maps_as_anomalib(record: 
     assert row["eval_map_logits_max_abs_diff"] < 1e-5
     assert row["score_max_abs_diff"] < 1e-5
     assert row["map_max_abs_diff"] < 1e-3
+
+
+@pytest.mark.parametrize("branch", ["manifold", "hypersphere"])
+def test_glass_same_three_losses_as_anomalib_in_both_projections(record: dict, branch: str) -> None:
+    row = record["models"]["glass"]
+    assert row["embedding_max_abs_diff"] < 1e-5
+    for key in ("true_loss", "gaus_loss", "focal_loss", "loss"):
+        theirs, ours = row[f"{branch}_{key}_anomalib"], row[f"{branch}_{key}_ours"]
+        assert abs(theirs - ours) <= 1e-5 * max(1.0, abs(theirs)), (key, theirs, ours)
