@@ -237,7 +237,8 @@ class Glass(AnomalyModel):
     def glass_loss(self, true_feats: torch.Tensor, fake_feats: torch.Tensor, patch_masks: torch.Tensor,
                    noise: torch.Tensor, center: torch.Tensor) -> dict[str, torch.Tensor]:
         """The authors' loss for given draws: BCE(normal, 0) + BCE(GAS, 1) after the gradient ascent, plus the focal
-        loss of the LAS features on their hardest patches. `patch_masks` [N] marks the LAS patches, `center` [N, D]."""
+        loss of the LAS features on their hardest patches. `patch_masks` [N] marks the LAS patches, `center` [N, D].
+        Also returns the final GAS features (`gas_features`)."""
         hypersphere = bool(self.hypersphere)
         target = patch_masks.view(-1, 1)
         normal = target[:, 0] == 0
@@ -245,6 +246,8 @@ class Glass(AnomalyModel):
                                           - torch.cat([center[normal], center]), dim=1)
         r_t = torch.quantile(dist_t, q=self.radius_quantile)
         gaus_feats = true_feats + noise
+        if not gaus_feats.requires_grad:  # features given without the projection's graph: ascend on them all the same
+            gaus_feats.requires_grad_(True)
         bce = nn.BCELoss()
         for step in range(self.ascent_steps + 1):
             scores = self.discriminator(torch.cat([true_feats, gaus_feats]))
@@ -273,7 +276,7 @@ class Glass(AnomalyModel):
             fake_scores, target = fake_scores[hard], target[hard]
         focal = components.focal_loss(torch.cat([1 - fake_scores, fake_scores], dim=1), target.view(-1))
         return {"loss": true_loss + gaus_loss + focal, "true_loss": true_loss, "gaus_loss": gaus_loss,
-                "focal_loss": focal}
+                "focal_loss": focal, "gas_features": gaus_feats.detach()}
 
     def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
         aug_images, masks = self.local_anomalies(batch)
