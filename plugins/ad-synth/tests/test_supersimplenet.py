@@ -42,9 +42,9 @@ def test_inject_anomalies_adds_noise_only_in_perlin_masks_outside_real_defects()
     perlin[3, 0, 0, 0] = 1  # on the real defect of image 1's second copy: no extra noise there
     noise = torch.randn(4, 3, 4, 4)
     noised, noised_adapted, union, new_labels = inject_anomalies(features, adapted, masks, labels, noise, perlin)
-    expected = torch.cat((adapted, adapted)) + noise * perlin * torch.tensor([1.0, 1, 1, 0]).view(4, 1, 1, 1)
-    assert torch.equal(noised_adapted, expected)
-    assert torch.equal(noised, torch.cat((features, features)) + noise * perlin * torch.tensor([1.0, 1, 1, 0]).view(4, 1, 1, 1))
+    where = perlin * torch.tensor([1.0, 1, 1, 0]).view(4, 1, 1, 1)  # not on image 1's real defect
+    assert torch.equal(noised_adapted, torch.cat((adapted, adapted)) + noise * where)
+    assert torch.equal(noised, torch.cat((features, features)) + noise * where)
     assert torch.equal(new_labels, torch.tensor([1.0, 1.0, 0.0, 1.0]))
     assert union[0].sum() == 4 and union[1].sum() == 1 and union[2].sum() == 0 and union[3].sum() == 1
 

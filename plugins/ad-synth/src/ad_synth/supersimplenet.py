@@ -184,7 +184,8 @@ class SuperSimpleNet(AnomalyModel):
         self.supervised, self.defect_dir = bool(supervised), defect_dir
         self.noise_std, self.perlin_threshold = float(noise_std), float(perlin_threshold)
         self.adapt_cls_features = bool(adapt_cls_features)
-        self.adaptor_lr, self.head_lr, self.head_weight_decay = float(adaptor_lr), float(head_lr), float(head_weight_decay)
+        self.adaptor_lr, self.head_lr = float(adaptor_lr), float(head_lr)
+        self.head_weight_decay = float(head_weight_decay)
         self.lr_gamma, self.lr_milestones = float(lr_gamma), tuple(float(m) for m in lr_milestones)
         self.sigma, self.seed = float(sigma), int(seed)
         self.generator = components.seeded_generator(self.seed)
