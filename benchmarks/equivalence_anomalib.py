@@ -17,7 +17,8 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "plugins/ad-kd/src"), str(REPO / "plugins/ad-flow/src")]
+sys.path[:0] = [str(REPO), str(REPO / "plugins/ad-kd/src"), str(REPO / "plugins/ad-flow/src"),
+               str(REPO / "plugins/ad-synth/src")]
 warnings.filterwarnings("ignore")
 
 import timm  # noqa: E402
@@ -126,6 +127,114 @@ def efficientad(images: torch.Tensor) -> dict[str, float]:
     return _compare(theirs, ours, images, loss_theirs, float(mine["loss"]))
 
 
+def supersimplenet(images: torch.Tensor) -> dict[str, float]:
+    """Unsupervised SuperSimpleNet on ResNet-18 with the same feature noise and Perlin masks on both sides.
+
+    The training forward and loss must agree exactly; the map differs only by the blur's kernel (anomalib cuts the
+    sigma-4 Gaussian at 3 sigma, ad-core at 4 sigma), so the raw map logits are compared as well."""
+    import anomalib.models.image.supersimplenet.torch_model as their_module
+    from anomalib.models.image.supersimplenet.loss import SSNLoss
+
+    from ad_synth.supersimplenet import SuperSimpleNet, ssn_loss
+
+    theirs = their_module.SupersimplenetModel(backbone="resnet18")
+    ours = SuperSimpleNet(backbone="resnet18", pretrained=False)
+    backbone = _strip(theirs.feature_extractor.feature_extractor.state_dict(), "feature_extractor.")
+    ours.features.backbone.model.load_state_dict(backbone)
+    ours.adaptor.load_state_dict(_strip(theirs.adaptor.state_dict(), "projection."))
+    ours.segdec.load_state_dict(theirs.segdec.state_dict())
+    theirs.train()
+    ours.train()
+    b = images.shape[0]
+    features = ours.features(images)
+    noise, perlin = ours.draws(b, features.shape[1], tuple(features.shape[-2:]))
+    theirs.anomaly_generator.generate_perlin = lambda *_: perlin
+    real_normal = torch.normal
+    torch.normal = lambda *a, **kw: noise / 0.015 * kw["std"]
+    try:
+        labels = torch.zeros(b)
+        out_theirs = theirs(images, masks=None, labels=labels)
+    finally:
+        torch.normal = real_normal
+    loss_theirs = SSNLoss()(*out_theirs).item()
+    masks = torch.zeros(b, *images.shape[-2:])
+    out_ours = ours.forward_train(features, masks, labels, noise, perlin)
+    loss_ours = ssn_loss(*out_ours).item()
+    row = _compare(theirs, ours, images, loss_theirs, loss_ours)
+    row["train_map_logits_max_abs_diff"] = float((out_theirs[0] - out_ours[0]).abs().max())
+    row["train_score_logits_max_abs_diff"] = float((out_theirs[1] - out_ours[1]).abs().max())
+    with torch.no_grad():
+        their_features = theirs.feature_extractor(images)
+        their_map = theirs.segdec(theirs.adaptor(their_features), their_features)[0]
+        row["eval_map_logits_max_abs_diff"] = float((their_map - ours.logits(images)[0]).abs().max())
+    return row
+
+
+def glass(images: torch.Tensor) -> dict[str, float]:
+    """GLASS on ResNet-18, 1536-d, with the same LAS images and masks, Gaussian draws and centre on both sides,
+    for the manifold and the hypersphere projection: patch features, the three losses, scores and maps."""
+    from anomalib.models.image.glass.torch_model import GlassModel
+
+    from ad_synth.glass import Glass
+
+    size = tuple(images.shape[-2:])
+    theirs = GlassModel(input_shape=size, backbone="resnet18", pre_trained=True)  # random weights (timm patched)
+    ours = Glass(backbone="resnet18", pretrained=False)
+    backbone = _strip(theirs.forward_modules["feature_aggregator"].state_dict(), "feature_extractor.")
+    ours.backbone.model.load_state_dict(backbone)
+    ours.projection.load_state_dict(_strip(theirs.projection.state_dict(), "layers.0fc."))
+    disc = {k: v.clone() for k, v in theirs.discriminator.state_dict().items()}
+    ours.discriminator.load_state_dict({k.replace("body.block1.", "body."): v for k, v in disc.items()})
+    with torch.no_grad():
+        embed_diff = float((theirs.generate_embeddings(images, evaluation=True)[0]
+                            - ours.embedder(ours.backbone(images))[0]).abs().max())
+    pixels = ours._pixels(images)
+    generator = torch.Generator().manual_seed(1)
+    masks = (torch.rand(images.shape[0], 1, *size, generator=generator) > 0.7).float()
+    aug_pixels = pixels * (1 - masks) + torch.rand(pixels.shape, generator=generator) * masks
+    aug = (aug_pixels - theirs._img_mean) / theirs._img_std
+    row: dict[str, float] = {"embedding_max_abs_diff": embed_diff}
+    for name, hypersphere in (("manifold", False), ("hypersphere", True)):
+        theirs.discriminator.load_state_dict(disc)  # the same BatchNorm statistics before each branch
+        ours.discriminator.load_state_dict({k.replace("body.block1.", "body."): v for k, v in disc.items()})
+        with torch.no_grad():
+            feats, grid = ours.embed(images)
+            center = feats.view(images.shape[0], grid[0] * grid[1], -1).mean(0)
+        theirs.center, theirs.svd = center, int(hypersphere)
+        ours.hypersphere.fill_(hypersphere)
+        ours.train()
+        theirs.train()
+        true_feats, grid = ours.embed(images)
+        noise = torch.randn(true_feats.shape, generator=generator) * 0.015
+        theirs.augmentor.forward = lambda _: (aug_pixels, masks)
+        real_randn_like = torch.randn_like
+        torch.randn_like = lambda _: noise / 0.015
+        try:
+            loss_theirs = theirs(images)
+        finally:
+            torch.randn_like = real_randn_like
+        fake_feats, _ = ours.embed(aug)
+        patch_masks = torch.nn.functional.adaptive_max_pool2d(masks, grid).flatten()
+        loss_ours = ours.glass_loss(true_feats, fake_feats, patch_masks, noise,
+                                    center.repeat(images.shape[0], 1))
+        for key, theirs_value in zip(("true_loss", "gaus_loss", "focal_loss", "loss"),
+                                     (loss_theirs[0], loss_theirs[1], loss_theirs[3], loss_theirs[4])):
+            row[f"{name}_{key}_anomalib"] = float(theirs_value)
+            row[f"{name}_{key}_ours"] = float(loss_ours[key])
+        row[f"{name}_loss_rel_diff"] = abs(float(loss_theirs[4]) - float(loss_ours["loss"])) / float(loss_theirs[4])
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        out = theirs(images)
+        score, amap = ours.compute(images)
+    row["score_max_abs_diff"] = float((out.pred_score.flatten() - score).abs().max())
+    row["map_max_abs_diff"] = float((out.anomaly_map.reshape(amap.shape) - amap).abs().max())
+    row["loss_rel_diff"] = max(row["manifold_loss_rel_diff"], row["hypersphere_loss_rel_diff"])
+    row["loss_anomalib"], row["loss_ours"] = row["manifold_loss_anomalib"], row["manifold_loss_ours"]
+    row["map_max_abs"] = float(out.anomaly_map.abs().max())
+    return row
+
+
 def _compare(theirs, ours, images: torch.Tensor, loss_theirs: float, loss_ours: float) -> dict[str, float]:
     """Both models in eval mode on the same images: how far apart are their scores and maps?"""
     theirs.eval()
@@ -157,7 +266,8 @@ def main() -> None:
     images = torch.randn(args.batch, 3, args.image_size, args.image_size)
     record = {"anomalib": anomalib.__version__, "torch": torch.__version__, "image_size": args.image_size,
               "batch": args.batch, "seed": args.seed, "models": {}}
-    for name, check in (("stfpm", stfpm), ("fastflow", fastflow), ("efficientad", efficientad)):
+    for name, check in (("stfpm", stfpm), ("fastflow", fastflow), ("efficientad", efficientad),
+                        ("supersimplenet", supersimplenet), ("glass", glass)):
         torch.manual_seed(args.seed)
         record["models"][name] = row = check(images)
         print(f"{name:11s} loss {row['loss_anomalib']:.6g} vs {row['loss_ours']:.6g} (rel. diff {row['loss_rel_diff']:.1e}); "
