@@ -38,7 +38,29 @@ def dfm_specs() -> list[ModelSpec]:
     )]
 
 
+# -- CFA -------------------------------------------------------------------------------------------------
+CFA_PAPER = ("Lee et al., CFA: Coupled-hypersphere-based Feature Adaptation for Target-Oriented Anomaly "
+             "Localization, IEEE Access 2022 (arXiv:2206.04325)")
+
+
+def cfa_specs() -> list[ModelSpec]:
+    return [ModelSpec(
+        name="cfa",
+        paradigm=PARADIGM,
+        factory="ad_adapt.cfa:Cfa",
+        trainer="gradient",
+        paper=CFA_PAPER,
+        description="A CoordConv patch descriptor over pooled layer1-3 features adapted to a memory bank of the "
+                    "target's mean features by the coupled-hypersphere loss; soft-min distances to the bank.",
+        defaults={"backbone": "wide_resnet50_2", "layers": ["layer1", "layer2", "layer3"], "gamma_c": 1,
+                  "gamma_d": 1, "num_nearest": 3, "num_hard_negatives": 3, "radius": 1e-5, "lr": 1e-3,
+                  "weight_decay": 5e-4, "sigma": 4.0, "image_size": 256, "batch_size": 4, "num_epochs": 30},
+        variants={"cfa-r18": {"backbone": "resnet18"}},
+        test_overrides={"cfa": {"backbone": "resnet18", "batch_size": 8, "num_epochs": 1}},
+    )]
+
+
 @hookimpl
 def adcore_register_models(register: Callable[[ModelSpec], None]) -> None:
-    for spec in [*dfm_specs()]:
+    for spec in [*dfm_specs(), *cfa_specs()]:
         register(spec)
