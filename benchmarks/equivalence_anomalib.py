@@ -199,6 +199,50 @@ def dfm_nll(images: torch.Tensor) -> dict[str, float]:
     return _dfm(images, "nll")
 
 
+def cfa(images: torch.Tensor) -> dict[str, float]:
+    """CFA-R18 (γ_c = γ_d = 1): the same bank from the same images, then the loss, scores and maps."""
+    import torchvision
+    from anomalib.models.image.cfa import torch_model as cfa_module
+    from anomalib.models.image.cfa.loss import CfaLoss
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from ad_adapt.cfa import Cfa
+    from ad_core.types import Batch
+
+    def random_extractor(backbone: str, return_nodes: list[str]):  # offline: torchvision without weights
+        return create_feature_extractor(getattr(torchvision.models, backbone)(weights=None), return_nodes).eval()
+
+    cfa_module.get_feature_extractor = random_extractor
+    theirs = cfa_module.CfaModel(backbone="resnet18", gamma_c=1, gamma_d=1, num_nearest_neighbors=3,
+                                 num_hard_negative_features=3, radius=1e-5)
+    ours = Cfa(backbone="resnet18", pretrained=False)
+    ours.backbone.load_state_dict({"model." + key: v for key, v in theirs.feature_extractor.state_dict().items()})
+    ours.descriptor.load_state_dict(theirs.descriptor.layer.conv2d.state_dict())
+    batch = Batch(images, torch.zeros(len(images), dtype=torch.long), None, [""] * len(images), [""] * len(images))
+    theirs.initialize_centroid([batch])
+    ours.on_fit_start([batch])
+    bank_diff = float((theirs.memory_bank.T - ours.memory_bank).abs().max())
+    theirs.train()
+    ours.train()
+    loss_theirs = float(CfaLoss(3, 3, 1e-5)(theirs(images)))
+    loss_ours = float(ours.training_step(batch, None))
+    ours.finalize()
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        out = theirs(images)
+        score, amap = ours.compute(images)
+    return {
+        "bank_max_abs_diff": bank_diff,
+        "loss_anomalib": loss_theirs,
+        "loss_ours": loss_ours,
+        "loss_rel_diff": abs(loss_theirs - loss_ours) / max(abs(loss_theirs), 1e-12),
+        "score_max_abs_diff": float((out.pred_score.flatten() - score).abs().max()),
+        "map_max_abs_diff": float((out.anomaly_map - amap).abs().max()),
+        "map_max_abs": float(out.anomaly_map.abs().max()),
+    }
+
+
 def _compare(theirs, ours, images: torch.Tensor, loss_theirs: float, loss_ours: float) -> dict[str, float]:
     """Both models in eval mode on the same images: how far apart are their scores and maps?"""
     theirs.eval()
@@ -217,7 +261,8 @@ def _compare(theirs, ours, images: torch.Tensor, loss_theirs: float, loss_ours: 
     }
 
 
-CHECKS = {"stfpm": stfpm, "fastflow": fastflow, "efficientad": efficientad, "dfm": dfm, "dfm-nll": dfm_nll}
+CHECKS = {"stfpm": stfpm, "fastflow": fastflow, "efficientad": efficientad, "dfm": dfm, "dfm-nll": dfm_nll,
+          "cfa": cfa}
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anomalib
 pytest.importorskip("anomalib", reason="anomalib is not importable: the equivalence checks need it")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "equivalence_anomalib.py"
-MODELS = ("stfpm", "fastflow", "efficientad", "dfm", "dfm-nll")
+MODELS = ("stfpm", "fastflow", "efficientad", "dfm", "dfm-nll", "cfa")
 
 
 @pytest.fixture(scope="module")
@@ -35,5 +35,7 @@ def test_same_loss_scores_and_maps_as_anomalib(record: dict, model: str) -> None
     if "loss_rel_diff" in row:  # one-pass models (DFM) have no loss
         assert row["loss_rel_diff"] < 1e-5
     assert row["score_max_abs_diff"] < 1e-4
+    if "bank_max_abs_diff" in row:  # CFA's memory bank, built from the same images
+        assert row["bank_max_abs_diff"] < 1e-5
     if "map_max_abs_diff" in row:  # DFM's NLL is image level
         assert row["map_max_abs_diff"] < 1e-5 * max(1.0, row["map_max_abs"])
