@@ -11,6 +11,8 @@ image level only).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 
@@ -74,7 +76,7 @@ class Dfm(AnomalyModel):
         return feature
 
     # -- fitting ---------------------------------------------------------------------------------------
-    def on_fit_start(self, loader: object) -> None:
+    def on_fit_start(self, loader: Iterable[Batch]) -> None:
         """A new fit forgets the vectors and statistics of any earlier one."""
         self._bank = []
         self.fitted.fill_(False)
