@@ -77,7 +77,7 @@ def fastflow(images: torch.Tensor) -> dict[str, float]:
     theirs.train()
     ours.train()
     loss_theirs = FastflowLoss()(*theirs(images)).item()
-    loss_ours = ours.training_step(type("B", (), {"image": images})()).item()
+    loss_ours = ours.training_step(type("B", (), {"image": images})(), None).item()
     return _compare(theirs, ours, images, loss_theirs, loss_ours)
 
 
