@@ -29,7 +29,8 @@ def autoencoder_specs() -> list[ModelSpec]:
         defaults={"loss": "l2", "latent_dim": 100, "lr": 2e-4, "weight_decay": 1e-5, "image_size": 128,
                   "batch_size": 128, "num_epochs": 200, "normalize": False},
         variants={"autoencoder-ssim": {"loss": "ssim"}},
-        test_overrides={"autoencoder": {"batch_size": 8, "num_epochs": 15, "lr": 1e-3}},
+        test_overrides={"autoencoder": {"image_size": 32, "batch_size": 8, "num_epochs": 15, "lr": 1e-3,
+                                        "test_category": "plate"}},
     )]
 
 
@@ -50,7 +51,7 @@ def ganomaly_specs() -> list[ModelSpec]:
         defaults={"latent_dim": 100, "n_features": 64, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "w_adv": 1.0,
                   "w_con": 50.0, "w_enc": 1.0, "image_size": 64, "batch_size": 64, "num_epochs": 15,
                   "normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
-        test_overrides={"ganomaly": {"image_size": 32, "n_features": 16, "batch_size": 8, "num_epochs": 5,
+        test_overrides={"ganomaly": {"image_size": 32, "n_features": 16, "batch_size": 4, "num_epochs": 25,
                                      "test_square_only": "the DCGAN encoder reduces one square size to a 1x1 "
                                                          "latent"}},
     )]
@@ -74,8 +75,8 @@ def draem_specs() -> list[ModelSpec]:
                   "score_pooling": 21, "anomaly_probability": 0.5, "reconstructive_width": 128,
                   "discriminative_width": 64, "image_size": 256, "batch_size": 8, "num_epochs": 700,
                   "normalize": False},
-        test_overrides={"draem": {"reconstructive_width": 8, "discriminative_width": 8, "image_size": 64,
-                                  "batch_size": 8, "num_epochs": 6, "lr": 1e-3, "score_pooling": 5}},
+        test_overrides={"draem": {"reconstructive_width": 8, "discriminative_width": 8, "image_size": 32,
+                                  "batch_size": 8, "num_epochs": 10, "lr": 1e-3, "score_pooling": 5}},
     )]
 
 
