@@ -182,12 +182,12 @@ def draem(images: torch.Tensor) -> dict[str, float]:
     (input, reconstruction): the first convolution's input channels are swapped when copying. Scores are
     compared with `score_pooling=1` (anomalib's plain maximum) and, as the intended deviation, with the authors'
     21x21 pooling. Loss terms: L2 is the same; anomalib's focal loss is kornia's with alpha=1 (the background class
-    weighted 0), compared with ours at alpha=1 and no smoothing; anomalib's SSIM pads by reflection, ours (as the
-    authors) with zeros, so that term differs at the borders."""
+    weighted 0, the mean taken over classes x pixels), compared with half of ours at alpha=1 and no smoothing; anomalib's SSIM pads by reflection, ours (as the
+    authors) with zeros: for the comparison our SSIM runs on reflection-padded images, its map cropped back."""
     from anomalib.models.image.draem.loss import DraemLoss
     from anomalib.models.image.draem.torch_model import DraemModel
 
-    from ad_core.components.losses import focal_loss, ssim_loss
+    from ad_core.components.losses import focal_loss, ssim, ssim_loss
     from ad_recon.draem import Draem
 
     theirs = DraemModel()
@@ -208,9 +208,12 @@ def draem(images: torch.Tensor) -> dict[str, float]:
     reconstruction_t, logits_t = theirs(augmented)
     loss_t = DraemLoss()(clean, reconstruction_t, masks.unsqueeze(1), logits_t)
     reconstruction, logits = ours(augmented)
-    rec_terms = torch.nn.functional.mse_loss(reconstruction, clean) + ssim_loss(reconstruction, clean)
-    loss_as_anomalib = rec_terms + focal_loss(torch.softmax(logits, 1), masks, alpha=1.0, smooth=0.0)
-    loss_ours = rec_terms + focal_loss(torch.softmax(logits, 1), masks)  # what `Draem.loss` computes
+    l2 = torch.nn.functional.mse_loss(reconstruction, clean)
+    pad = lambda t: torch.nn.functional.pad(t, (5, 5, 5, 5), mode="reflect")  # noqa: E731
+    ssim_reflect = 1 - ssim(pad(reconstruction), pad(clean))[1][..., 5:-5, 5:-5].mean()
+    # kornia averages its focal map over classes x pixels: half the per-pixel mean with two classes
+    loss_as_anomalib = l2 + ssim_reflect + 0.5 * focal_loss(torch.softmax(logits, 1), masks, alpha=1.0, smooth=0.0)
+    loss_ours = l2 + ssim_loss(reconstruction, clean) + focal_loss(torch.softmax(logits, 1), masks)  # `Draem.loss`
     theirs.eval()
     ours.eval()
     with torch.no_grad():
