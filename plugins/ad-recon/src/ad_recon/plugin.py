@@ -29,7 +29,7 @@ def autoencoder_specs() -> list[ModelSpec]:
         defaults={"loss": "l2", "latent_dim": 100, "lr": 2e-4, "weight_decay": 1e-5, "image_size": 128,
                   "batch_size": 128, "num_epochs": 200, "normalize": False},
         variants={"autoencoder-ssim": {"loss": "ssim"}},
-        test_overrides={"autoencoder": {"image_size": 32, "batch_size": 8, "num_epochs": 15, "lr": 1e-3,
+        test_overrides={"autoencoder": {"image_size": 64, "batch_size": 8, "num_epochs": 8, "lr": 1e-3,
                                         "test_category": "plate"}},
     )]
 
