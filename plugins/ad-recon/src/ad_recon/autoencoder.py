@@ -45,9 +45,9 @@ def build_decoder(latent_dim: int, grid: tuple[int, int]) -> nn.Sequential:
     channels = 32
     for kernel, stride, out in reversed(ENCODER_LAYERS[1:]):
         if stride == 2:
-            layers += [nn.ConvTranspose2d(channels, out, 4, 2, padding=1), _act()]
+            layers += [nn.ConvTranspose2d(channels, out, kernel, stride, padding=1), _act()]
         else:
-            layers += [nn.Conv2d(channels, out, 3, padding=1), _act()]
+            layers += [nn.Conv2d(channels, out, kernel, padding=kernel // 2), _act()]
         channels = out
     layers.append(nn.ConvTranspose2d(channels, 3, 4, 2, padding=1))  # mirrors the first layer, linear output
     return nn.Sequential(*layers)
