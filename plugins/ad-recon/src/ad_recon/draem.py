@@ -135,6 +135,10 @@ class Draem(AnomalyModel):
         return parts["l2"] + parts["ssim"] + parts["focal"], parts
 
     def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
+        count, height, width = batch.image.shape[0], batch.image.shape[-2], batch.image.shape[-1]
+        if count * (height // STRIDE) * (width // STRIDE) < 2:
+            raise ValueError(f"DRAEM needs at least 2 training images at {height}x{width} px: its U-Net's batch "
+                             "norm needs 2 values per channel at the 1x1 bottleneck (use larger images or more)")
         generator = C.seeded_generator(self.seed * 1_000_003 + ctx.step)  # reproducible, and resumable by step
         augmented, masks = self.synthesis(batch.image, generator)
         loss, parts = self.loss(batch.image, augmented, masks)
