@@ -19,7 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins/ad-kd/src"), str(REPO / "plugins/ad-flow/src"),
                  str(REPO / "plugins/ad-adapt/src"),
-                 str(REPO / "plugins/ad-synth/src")]
+                 str(REPO / "plugins/ad-synth/src"),
+                 str(REPO / "plugins/ad-recon/src")]
 warnings.filterwarnings("ignore")
 
 import timm  # noqa: E402
@@ -386,9 +387,121 @@ def glass(images: torch.Tensor) -> dict[str, float]:
     return row
 
 
+def _copy_in_order(mine: torch.nn.Module, other: torch.nn.Module) -> None:
+    """Copy `other`'s state into `mine` entry by entry (both register their layers in the same order)."""
+    theirs = list(other.state_dict().values())
+    target = mine.state_dict()
+    assert len(theirs) == len(target), (len(theirs), len(target))
+    mine.load_state_dict({k: v.view_as(target[k]) for k, v in zip(target, theirs)})
+
+
+def ganomaly(images: torch.Tensor) -> dict[str, float]:
+    """GANomaly's networks with anomalib's first-layer padding (4; the authors' 1 is ours by default), the
+    discriminator loss and the score. The generator losses differ by design (anomalib: MSE of the discriminator's
+    outputs and a smooth-L1 latent loss; ours, as the authors: feature matching and an L2 latent loss), so the
+    anomalib generator loss is also computed on our outputs to show the networks agree."""
+    from anomalib.models.image.ganomaly.loss import DiscriminatorLoss, GeneratorLoss
+    from anomalib.models.image.ganomaly.torch_model import GanomalyModel
+
+    from ad_recon.ganomaly import Ganomaly, discriminator_loss, generator_loss
+
+    size = images.shape[-1]
+    theirs = GanomalyModel(input_size=(size, size), num_input_channels=3, n_features=16, latent_vec_size=100)
+    ours = Ganomaly(image_size=size, n_features=16)
+    for encoder in (ours.generator.encoder1, ours.generator.encoder2, ours.discriminator.features):
+        encoder[0].padding = (4, 4)  # anomalib's first convolution
+    _copy_in_order(ours.generator, theirs.generator)
+    _copy_in_order(ours.discriminator, theirs.discriminator)
+    theirs.train()
+    ours.train()
+    _, fake_t, z_t, zh_t = theirs(images)
+    pred_real, _ = theirs.discriminator(images)
+    pred_fake, _ = theirs.discriminator(fake_t)
+    g_theirs = GeneratorLoss()(z_t, zh_t, images, fake_t, pred_real, pred_fake)
+    d_theirs = DiscriminatorLoss()(pred_real, pred_fake)
+    fake, z, zh = ours.generator(images)
+    logit_real, feat_real = ours.discriminator(images)
+    logit_fake, feat_fake = ours.discriminator(fake)
+    g_ours, _ = generator_loss(images, fake, z, zh, feat_real, feat_fake, *ours.weights)
+    g_anomalib_on_ours = GeneratorLoss()(z, zh, images, fake, torch.sigmoid(logit_real), torch.sigmoid(logit_fake))
+    d_ours = discriminator_loss(logit_real, logit_fake)
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        score_t = theirs(images).pred_score
+        score, _ = ours.compute(images)
+    return {
+        "loss_anomalib": float(g_theirs), "loss_ours": float(g_anomalib_on_ours),
+        "loss_rel_diff": abs(float(g_theirs) - float(g_anomalib_on_ours)) / max(abs(float(g_theirs)), 1e-12),
+        "generator_loss_ours_authors_form": float(g_ours),
+        "discriminator_loss_rel_diff": abs(float(d_theirs) - float(d_ours)) / max(abs(float(d_theirs)), 1e-12),
+        "reconstruction_max_abs_diff": float((fake_t - fake).abs().max()),
+        "score_max_abs_diff": float((score_t.flatten() - score).abs().max()),
+        "map_max_abs_diff": 0.0, "map_max_abs": 0.0,  # image-level scores only
+    }
+
+
+def draem(images: torch.Tensor) -> dict[str, float]:
+    """DRAEM at the paper's widths. Ours feeds the discriminative network (reconstruction, input), anomalib
+    (input, reconstruction): the first convolution's input channels are swapped when copying. Scores are
+    compared with `score_pooling=1` (anomalib's plain maximum) and, as the intended deviation, with the authors'
+    21x21 pooling. Loss terms: L2 is the same; anomalib's focal loss is kornia's with alpha=1 (the background class
+    weighted 0, the mean taken over classes x pixels), compared with half of ours at alpha=1 and no smoothing; anomalib's SSIM pads by reflection, ours (as the
+    authors) with zeros: for the comparison our SSIM runs on reflection-padded images, its map cropped back."""
+    from anomalib.models.image.draem.loss import DraemLoss
+    from anomalib.models.image.draem.torch_model import DraemModel
+
+    from ad_core.components.losses import focal_loss, ssim, ssim_loss
+    from ad_recon.draem import Draem
+
+    theirs = DraemModel()
+    ours = Draem(image_size=list(images.shape[-2:]), score_pooling=1)
+    _copy_in_order(ours.reconstructive, theirs.reconstructive_subnetwork)
+    state = dict(theirs.discriminative_subnetwork.state_dict())
+    first = next(iter(state))
+    state[first] = state[first][:, [3, 4, 5, 0, 1, 2]]
+    helper = type(theirs.discriminative_subnetwork)(in_channels=6, out_channels=2)
+    helper.load_state_dict(state)
+    _copy_in_order(ours.discriminative, helper)
+    generator = torch.Generator().manual_seed(2)
+    clean = torch.rand(images.shape, generator=generator)
+    masks = (torch.rand(images.shape[0], *images.shape[-2:], generator=generator) > 0.8).float()
+    augmented = torch.where(masks.bool().unsqueeze(1), torch.rand(images.shape, generator=generator), clean)
+    theirs.train()
+    ours.train()
+    reconstruction_t, logits_t = theirs(augmented)
+    loss_t = DraemLoss()(clean, reconstruction_t, masks.unsqueeze(1), logits_t)
+    reconstruction, logits = ours(augmented)
+    l2 = torch.nn.functional.mse_loss(reconstruction, clean)
+    pad = lambda t: torch.nn.functional.pad(t, (5, 5, 5, 5), mode="reflect")  # noqa: E731
+    ssim_reflect = 1 - ssim(pad(reconstruction), pad(clean))[1][..., 5:-5, 5:-5].mean()
+    # kornia averages its focal map over classes x pixels: half the per-pixel mean with two classes
+    loss_as_anomalib = l2 + ssim_reflect + 0.5 * focal_loss(torch.softmax(logits, 1), masks, alpha=1.0, smooth=0.0)
+    loss_ours = l2 + ssim_loss(reconstruction, clean) + focal_loss(torch.softmax(logits, 1), masks)  # `Draem.loss`
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        out = theirs(images)
+        score, amap = ours.compute(images)
+        ours.score_pooling = 21
+        pooled, _ = ours.compute(images)
+    return {
+        "loss_anomalib": float(loss_t), "loss_ours": float(loss_as_anomalib),
+        "loss_rel_diff": abs(float(loss_t) - float(loss_as_anomalib)) / max(abs(float(loss_t)), 1e-12),
+        "loss_ours_authors_form": float(loss_ours),
+        "reconstruction_max_abs_diff": float((reconstruction_t - reconstruction).abs().max()),
+        "score_max_abs_diff": float((out.pred_score.flatten() - score).abs().max()),
+        "score_pooled_21_vs_anomalib_max_abs_diff": float((out.pred_score.flatten() - pooled).abs().max()),
+        "map_max_abs_diff": float((out.anomaly_map.reshape(amap.shape) - amap).abs().max()),
+        "map_max_abs": float(out.anomaly_map.abs().max()),
+    }
+
+
+
 CHECKS = {"stfpm": stfpm, "fastflow": fastflow, "efficientad": efficientad, "dfm": dfm, "dfm-nll": dfm_nll,
           "cfa": cfa,
-          "supersimplenet": supersimplenet, "glass": glass}
+          "supersimplenet": supersimplenet, "glass": glass,
+          "ganomaly": ganomaly, "draem": draem}
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anomalib
 pytest.importorskip("anomalib", reason="anomalib is not importable: the equivalence checks need it")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "equivalence_anomalib.py"
-MODELS = ("stfpm", "fastflow", "efficientad", "dfm", "dfm-nll", "cfa", "glass")
+MODELS = ("stfpm", "fastflow", "efficientad", "dfm", "dfm-nll", "cfa", "glass", "ganomaly", "draem")
 
 
 @pytest.fixture(scope="module")
