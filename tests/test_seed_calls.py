@@ -148,7 +148,7 @@ def test_seed_variant_trains(seed_dirs) -> None:
     assert run.model == "fastflow-resnet50"
 
 
-@pytest.mark.parametrize("name", ["dinomaly-small-224", "dinomaly-base-224", "dinomaly-large-224", "autoencoder"])
+@pytest.mark.parametrize("name", ["dinomaly-small-224", "dinomaly-base-224", "dinomaly-large-224", "uninet"])
 def test_models_not_built_yet_are_a_clear_error(seed_dirs, name: str) -> None:
     with pytest.raises(UnknownModelError, match=name):
         train("mvtec", "bottle", name, num_epochs=15)
