@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ad_core.training.distributed import World
+
 PRECISIONS = ("32", "bf16", "16")
 
 
@@ -33,6 +35,7 @@ class TrainerOptions:
     accumulate_grad_batches: int = 1
     progress: bool | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    world: World | None = None  # the torchrun processes this fit is one of (None: a single process)
 
     def __post_init__(self) -> None:
         if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, Path):
