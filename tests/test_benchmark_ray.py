@@ -7,20 +7,21 @@ lost node) and succeeds on Ray's retry. The same PaDiM cell also runs on the loc
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
-import textwrap
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 
-ray = pytest.importorskip("ray")
+from ad_core.benchmarking import benchmark
+from ad_core.cli import main
+from ad_core.errors import MissingPackageError
+from installed_plugin import install_test_plugin
 
-from ad_core.benchmarking import benchmark  # noqa: E402
-from ad_core.cli import main  # noqa: E402
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 
 OPTIONS = {"image_size": 64, "pretrained": False, "examples": 1}
 PLUGIN = """
@@ -40,13 +41,13 @@ PLUGIN = """
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-    def node_loss(**kwargs):
+    def node_loss(pretrained=True, **kwargs):
         marker = Path(os.environ["ADCORE_RAY_TEST_MARKER"])
         if not marker.exists():  # the first attempt
             marker.write_text(str(os.getppid()))
             os.kill(os.getppid(), signal.SIGKILL)  # the Ray worker running this cell: its node is gone
         from ad_memory.padim import Padim
-        return Padim(**kwargs)
+        return Padim(pretrained=pretrained, **kwargs)
 
 
     PADIM = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "n_features": 50,
@@ -61,29 +62,25 @@ PLUGIN = """
 """
 
 
-def _install_plugin(folder: Path) -> None:
-    """A test distribution on PYTHONPATH, so Ray's workers and the cells' processes find its models too."""
-    info = folder / "ad_ray_test-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ad-ray-test\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[adcore]\nad-ray-test = ray_test_plugin\n")
-    (folder / "ray_test_plugin.py").write_text(textwrap.dedent(PLUGIN))
-
-
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     import ad_core.plugins
 
     root = tmp_path_factory.mktemp("ray")
     plugin_dir = root / "plugin"
-    _install_plugin(plugin_dir)
+    install_test_plugin(plugin_dir, "ad-ray-test", "ray_test_plugin", PLUGIN)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(plugin_dir), os.environ.get("PYTHONPATH")])))
         mp.setenv("ADCORE_RAY_TEST_MARKER", str(root / "node_loss.attempts"))
         mp.delenv("ADCORE_LOAD_PLUGINS", raising=False)
         mp.syspath_prepend(str(plugin_dir))
         mp.setattr(ad_core.plugins, "_REGISTRY", None)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+        # Ray binds to loopback only when it believes it is not part of a cluster (read when ray is imported)
+        mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
         try:
             models = "padim,crashing,killed,node-loss"
             on_ray = benchmark(models, "demo", "disc", output=root / "ray", backend="ray", progress=False,
@@ -141,7 +138,7 @@ def test_rerun_skips_finished_cells_and_runs_failed_ones_again(grid) -> None:
 
 def test_without_ray_the_backend_is_a_clear_error(monkeypatch, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    with pytest.raises(RuntimeError, match=r"pip install 'ad-core\[ray\]'"):
+    with pytest.raises(MissingPackageError, match=r"pip install 'ad-core\[ray\]'"):
         benchmark("padim", "demo", "disc", output=tmp_path, backend="ray")
     result = CliRunner().invoke(main, ["benchmark", "--models", "padim", "--dataset", "demo", "--categories",
                                        "disc", "-o", str(tmp_path), "--backend", "ray"])

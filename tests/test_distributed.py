@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from ad_core.training.distributed import ShardedBatchSampler, World
+from installed_plugin import install_test_plugin
 
 TESTS = Path(__file__).parent
 ARGS = ["--image-size", "32", "--set", "pretrained=false", "--set", "write_maps=false"]
@@ -32,21 +33,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _install_tiny_plugin(folder: Path) -> None:
-    """The test-only gradient model as an installed distribution, so torchrun's processes find it."""
-    info = folder / "ad_tiny_test-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ad-tiny-test\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[adcore]\nad-tiny-test = tiny_plugin:TinyPlugin\n")
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     import ad_core.plugins
     from ad_core.cli import main
 
     root = tmp_path_factory.mktemp("ddp")
-    _install_tiny_plugin(root / "plugin")
+    install_test_plugin(root / "plugin", "ad-tiny-test", "tiny_plugin:TinyPlugin")  # tests/ is on PYTHONPATH
     env = {**os.environ, "ADCORE_PROGRESS": "0", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root / "plugin"), str(TESTS), os.environ.get("PYTHONPATH")]))}
     env.pop("ADCORE_LOAD_PLUGINS", None)

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ad_core.api import write_json
+from ad_core.api import MissingPackageError, write_json
 from ad_core.benchmarking.cells import (SCHEMA, CellOptions, cell_lock, is_finished, read_cell, run_cell)
 from ad_core.benchmarking.grid import CELL_FILE, Cell
 
@@ -33,7 +33,7 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise RuntimeError(INSTALL_HINT) from exc
+        raise MissingPackageError(INSTALL_HINT) from exc
     return ray
 
 
