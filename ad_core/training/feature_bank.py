@@ -18,8 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ad_core.protocols import FeatureBankModel, MergeableFeatureBankModel
-from ad_core.settings import resolve_device, settings
-from ad_core.training.options import TrainerOptions
+from ad_core.training.options import TrainerOptions, resolve_trainer_options
 from ad_core.types import Batch, FitReport
 
 
@@ -27,12 +26,7 @@ class FeatureBankTrainer:
     """Fits models that only collect statistics; there is no loss and no epoch."""
 
     def __init__(self, options: TrainerOptions | None = None, **settings_: Any) -> None:
-        if options is not None and settings_:
-            raise TypeError("pass either a TrainerOptions or keyword options, not both")
-        self.options = options if options is not None else TrainerOptions.of(**settings_)
-        device = self.options.device
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.progress = settings.progress if self.options.progress is None else self.options.progress
+        self.options, self.device, self.progress = resolve_trainer_options(options, settings_)
 
     def fit(self, model: FeatureBankModel, train: Iterable[Batch], val: Iterable[Batch] | None = None, *,
             generator: torch.Generator | None = None) -> FitReport:

@@ -51,10 +51,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ad_core.protocols import TrainableModel
-from ad_core.settings import resolve_device, settings
 from ad_core.training.context import StepContext, unpack_optimizers
 from ad_core.training.ema import WeightAverage
-from ad_core.training.options import TrainerOptions, TrainingPlan
+from ad_core.training.options import TrainerOptions, TrainingPlan, resolve_trainer_options
 from ad_core.training.state import (
     SavedState,
     TrainingStateError,
@@ -144,12 +143,7 @@ class GradientTrainer:
     """Trains by back-propagation; see the module docstring for the hooks and options."""
 
     def __init__(self, options: TrainerOptions | None = None, **settings_: Any) -> None:
-        if options is not None and settings_:
-            raise TypeError("pass either a TrainerOptions or keyword options, not both")
-        self.options = options if options is not None else TrainerOptions.of(**settings_)
-        device = self.options.device
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.progress = settings.progress if self.options.progress is None else self.options.progress
+        self.options, self.device, self.progress = resolve_trainer_options(options, settings_)
         if self.options.precision == "16" and self.device.type != "cuda":
             raise ValueError(f"precision='16' (fp16) needs a CUDA device, this run trains on {self.device}: use "
                              "precision='bf16' or '32' on the CPU")
