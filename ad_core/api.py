@@ -26,6 +26,7 @@ _EXPORTS = {
     "check_options": "ad_core.options",
     "FileLock": "ad_core.run_folder",
     "RunFolderBusyError": "ad_core.run_folder",
+    "MissingPackageError": "ad_core.errors",
     "get_registry": "ad_core.plugins",
     # detectors and their folders
     "Detector": "ad_core.detector",

@@ -407,10 +407,16 @@ def _split_model_options(values: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     click.option("--threads", type=int, help="Torch threads per cell (default: CPUs / jobs when jobs > 1)."),
     click.option("--examples", type=int, default=4, show_default=True,
                  help="Test images per category whose maps the report shows side by side."),
+    click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                 help="Where cells run: child processes here, or Ray tasks on a cluster (pip install ray)."),
+    click.option("--address", help="Ray cluster to join: auto, or ray://HOST:10001 (default: a local instance)."),
+    click.option("--cpus-per-cell", type=float, help="Ray: CPUs each cell asks for (default 1)."),
+    click.option("--gpus-per-cell", type=float, default=0, show_default=True, help="Ray: GPUs each cell asks for."),
 )
 @click.pass_context
 def benchmark_cmd(ctx: click.Context, models, dataset, categories, output, root, backbone_dir, extra, jobs, shard,
-                  cell_timeout, threads, examples, **options) -> None:
+                  cell_timeout, threads, examples, backend, address, cpus_per_cell, gpus_per_cell,
+                  **options) -> None:
     """Compare models: every model on every category, each cell in its own process, then a leaderboard report.
 
     Cells land in OUTPUT/<dataset>/<category>/<model>/; finished cells are skipped on a re-run, so a killed
@@ -429,7 +435,8 @@ def benchmark_cmd(ctx: click.Context, models, dataset, categories, output, root,
         shared, per_model = _split_model_options(_overrides(backbone_dir, extra, **options))
         run = benchmark(models, dataset, categories, output=output, root=root, jobs=jobs, shard=shard,
                         cell_timeout=cell_timeout, threads=threads, examples=examples, model_overrides=per_model,
-                        **shared)
+                        backend=backend, address=address, cpus_per_cell=cpus_per_cell,
+                        gpus_per_cell=gpus_per_cell, **shared)
     except Exception as exc:
         _fail(exc)
     _echo_leaderboard(output)

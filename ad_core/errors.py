@@ -15,6 +15,10 @@ from ad_core.plugins import PluginError, UnknownModelError, get_registry
 from ad_core.run_folder import RunFolderBusyError
 from ad_core.specs import FactoryImportError
 
+class MissingPackageError(ValueError):
+    """An optional package a feature needs is not installed; the message says how to install it."""
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, FloatingPointError, PluginError,
                                                 UnknownModelError, FactoryImportError, RunFolderBusyError)
 

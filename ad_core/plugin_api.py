@@ -30,6 +30,8 @@ _EXPORTS = {
     "FitReport": "ad_core.types",
     "Model": "ad_core.protocols",
     "FeatureBankModel": "ad_core.protocols",
+    "MergeableFeatureBankModel": "ad_core.protocols",
+    "World": "ad_core.training.distributed",
     "TrainableModel": "ad_core.protocols",
     "FittableModel": "ad_core.protocols",
     "MissingWeightsError": "ad_core.backbones",

@@ -17,6 +17,7 @@ from ad_core.types import Batch, FitReport, Prediction, Sample
 
 if TYPE_CHECKING:
     from ad_core.training.context import StepContext
+    from ad_core.training.distributed import World
     from ad_core.training.options import TrainerOptions, TrainingPlan
 
 
@@ -61,6 +62,16 @@ class FeatureBankModel(FittableModel, Protocol):
     """One-pass models fitted by the feature-bank trainer: `update` per batch, then `finalize`."""
 
     def update(self, batch: Batch) -> None: ...
+
+
+@runtime_checkable
+class MergeableFeatureBankModel(FeatureBankModel, Protocol):
+    """One-pass models that several processes (torchrun) can fit together, each on its share of the data."""
+
+    def merge_distributed(self, world: World) -> None:
+        """Called on every rank after its pass: combine what the ranks collected so that rank 0 holds the whole
+        set's state; `on_fit_end` and `finalize` then run on rank 0 only."""
+        ...
 
 
 @runtime_checkable

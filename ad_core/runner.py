@@ -26,6 +26,7 @@ from ad_core.options import check_options
 from ad_core.run_folder import open_run_folder, run_folder_scope
 from ad_core.settings import resolve_device, settings
 from ad_core.training import TrainerOptions, seed_everything, trainer_class
+from ad_core.training.distributed import ShardedBatchSampler, World
 from ad_core.training.fingerprint import fingerprinted_config
 from ad_core.types import Batch, collate
 from ad_core.validation import DEFAULT_FRACTION, describe_validation, validation_split
@@ -61,12 +62,16 @@ def _as_list(value: str | Iterable[str]) -> list[str]:
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
-                num_workers: int | None = None) -> DataLoader:
+                num_workers: int | None = None, world: World | None = None) -> DataLoader:
     """A DataLoader of collated batches with a seeded shuffle (`loader.generator`, which the trainer saves with
-    its state); `num_workers` defaults to the global setting."""
+    its state); `num_workers` defaults to the global setting. Under torchrun (`world`) each process loads its
+    share of every batch of the single-process loader (`batch_size` stays the global batch)."""
     generator = torch.Generator().manual_seed(seed)
     workers = settings.num_workers if num_workers is None else int(num_workers)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
+    batching: dict[str, Any] = {"batch_size": batch_size, "shuffle": shuffle}
+    if world is not None:
+        batching = {"batch_sampler": ShardedBatchSampler(len(dataset), batch_size, shuffle, generator, world)}
+    return DataLoader(dataset, **batching, num_workers=workers, collate_fn=collate,
                       generator=generator, pin_memory=settings.pin_memory and torch.cuda.is_available(),
                       persistent_workers=settings.persistent_workers and workers > 0)
 
@@ -118,6 +123,10 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     overrides = check_options(model_name, overrides)  # types and ranges, before anything is built
     seed = int(overrides.pop("seed", settings.seed))
     device = resolve_device(overrides.pop("device", None))
+    world = World.from_env()  # under torchrun: one of several processes; rank 0 writes every output
+    if world is not None:
+        device = world.device(device)
+        world.join(device)
     write_maps = bool(overrides.pop("write_maps", True))
     source = {"source": overrides.pop("validation", "holdout"), "folder": overrides.pop("validation_dir", None),
               "fraction": float(overrides.pop("validation_fraction", DEFAULT_FRACTION))}
@@ -140,19 +149,21 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     train_set, test_set = split.train, split.test
     detector = Detector(model, pre=PreProcessor.from_run(run))
     out = Path(output_dir or settings.output_dir) / dataset / category / config.name
-    folder = open_run_folder(out)  # locked for this run; outputs staged, committed as a set below
+    folder = open_run_folder(out) if world is None or world.is_main else None  # locked; staged, committed below
 
     options = TrainerOptions.from_run(run, device=device, checkpoint_dir=out / "train_state",
-                                      config=fingerprinted_config(config, seed))
+                                      config=fingerprinted_config(config, seed), world=world)
     trainer = trainer_class(config.spec.trainer)(options)
     workers = run.get("num_workers")
     train_loader = make_loader(train_set, batch_size, shuffle=config.spec.trainer != "feature_bank", seed=seed,
-                               num_workers=workers)
+                               num_workers=workers, world=world)
     eval_batch = int(run.get("eval_batch_size", batch_size))
     test_loader = make_loader(test_set, eval_batch, shuffle=False, seed=seed, num_workers=workers)
     val_loader = make_loader(split.validation, eval_batch, shuffle=False, seed=seed, num_workers=workers)
     val = preprocessed(val_loader, detector) if run.get("early_stopping_patience") else None  # validation only
     report = trainer.fit(model, preprocessed(train_loader, detector), val, generator=train_loader.generator)
+    if folder is None:  # another rank of a torchrun fit: rank 0 evaluates and writes
+        return RunResult(dataset, category, config.name, out, {}, run={"rank": world.rank}, warnings=notes)
     detector.to(device).eval()
     calibration = calibrate(detector, val_loader, device, describe_validation(split.info), target_fpr, split.info)
     calibration.apply_pixels(detector)
@@ -218,8 +229,10 @@ def train(dataset_type: str | list[str], category: str | list[str], model_type: 
             for cat in (list_categories(ds, root) if _as_list(category) == ["all"] else _as_list(category))
             for name in _as_list(model_type)]
     runs: list[RunResult] = []
+    world = World.from_env()
+    verbose = verbose and (world is None or world.is_main)  # under torchrun rank 0 speaks for all
     for i, (ds, cat, name) in enumerate(plan, start=1):
-        if settings.progress:
+        if settings.progress and verbose:
             print(f"[{i}/{len(plan)}] {ds} / {cat} / {name}", file=sys.stderr, flush=True)
         runs.append(run_one(ds, cat, name, root=root, output_dir=output_dir, **overrides))
         if verbose:

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +25,7 @@ from ad_core.benchmarking import Cell, CellOptions, benchmark, make_grid, parse_
 from ad_core.benchmarking.cells import launch, poll
 from ad_core.benchmarking.examples import EXAMPLES_NAME, read_examples
 from ad_core.cli import main
+from installed_plugin import install_test_plugin
 
 MODELS = ["padim", "patchcore-r18", "crashing"]
 CATEGORIES = ["disc", "weave"]
@@ -55,15 +55,6 @@ PLUGIN = """
         register(ModelSpec(name="sleeper", paradigm="test", factory="bench_test_plugin:sleeper",
                            trainer="feature_bank"))
 """
-
-
-def _install_plugin(folder: Path) -> None:
-    """A test distribution on PYTHONPATH, so the cells' child processes find its models too."""
-    info = folder / "ad_bench_test-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ad-bench-test\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[adcore]\nad-bench-test = bench_test_plugin\n")
-    (folder / "bench_test_plugin.py").write_text(textwrap.dedent(PLUGIN))
 
 
 def _cells(directory: Path) -> dict[str, dict]:
@@ -102,7 +93,7 @@ def _run_cli_until_first_cell(directory: Path, env: dict) -> dict[str, dict]:
 def grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     plugin_dir, directory = root / "plugin", root / "grid"
-    _install_plugin(plugin_dir)
+    install_test_plugin(plugin_dir, "ad-bench-test", "bench_test_plugin", PLUGIN)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(plugin_dir), os.environ.get("PYTHONPATH")])))
         mp.setenv("ADCORE_PROGRESS", "0")

@@ -77,17 +77,32 @@ def benchmark(models: str | Iterable[str], dataset: str | Iterable[str], categor
               shard: str | tuple[int, int] | None = None, cell_timeout: float | None = None,
               threads: int | None = None, examples: int = 4,
               model_overrides: dict[str, dict[str, Any]] | None = None, report: bool = True,
-              progress: bool | None = None, verbose: bool = True, **overrides: Any) -> BenchmarkRun:
+              progress: bool | None = None, verbose: bool = True, backend: str = "local",
+              address: str | None = None, cpus_per_cell: float | None = None, gpus_per_cell: float = 0,
+              **overrides: Any) -> BenchmarkRun:
     """Train and test every model on every category, each cell in its own process, then write the report.
 
     Finished cells in `output` are skipped, so a killed grid resumes where it stopped. `shard="2/4"` runs
     every 4th cell starting with the 2nd. `overrides` apply to every model (`image_size=128`);
     `model_overrides={"patchcore": {"coreset_ratio": 0.01}}` to one. Example:
     `benchmark("padim,patchcore", "mvtec", "bottle,wood", output="bench", image_size=256)`.
+
+    `backend="ray"` runs each cell as a Ray task (`address`: None for a local instance, "auto" or
+    "ray://host:10001" for a cluster) asking for `cpus_per_cell` CPUs (default 1; also the cell's thread count)
+    and `gpus_per_cell` GPUs; `jobs` does not apply there (Ray schedules by resources).
     """
     from ad_core.benchmarking.schedule import run_grid
     from ad_core.api import settings
 
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend is 'local' or 'ray', got {backend!r}")
+    if backend == "ray":
+        from ad_core.benchmarking.ray_backend import import_ray
+
+        import_ray()  # a clear error before anything runs
+        threads = threads if threads is not None else max(1, int(cpus_per_cell or 1))
+    elif address is not None or cpus_per_cell is not None or gpus_per_cell:
+        raise ValueError("address, cpus_per_cell and gpus_per_cell apply to backend='ray' only")
     model_overrides = {k.strip().lower(): dict(v) for k, v in (model_overrides or {}).items()}
     names = _check_models(_names(models), overrides, model_overrides)
     datasets = _names(dataset)
@@ -105,7 +120,13 @@ def benchmark(models: str | Iterable[str], dataset: str | Iterable[str], categor
                           model_overrides=model_overrides, timeout=cell_timeout, threads=threads,
                           examples=examples,
                           settings={k: v for k, v in settings.as_dict().items() if k != "progress"})
-    records = run_grid(cells, options, jobs=jobs, progress=settings.progress if progress is None else progress,
-                       echo=print if verbose else None)
+    show = settings.progress if progress is None else progress
+    if backend == "ray":
+        from ad_core.benchmarking.ray_backend import run_grid_ray
+
+        records = run_grid_ray(cells, options, address=address, cpus_per_cell=cpus_per_cell or 1,
+                               gpus_per_cell=gpus_per_cell, progress=show, echo=print if verbose else None)
+    else:
+        records = run_grid(cells, options, jobs=jobs, progress=show, echo=print if verbose else None)
     files = write_report(output) if report and (records or collect(output)) else {}  # a shard may be empty
     return BenchmarkRun(output, records, files)

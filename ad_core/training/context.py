@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ad_core.training.distributed import World
+
 
 @dataclass
 class SchedulerEntry:
@@ -58,6 +60,9 @@ class StepContext:
     step: int = 0  # optimiser steps taken so far (the trainer's counter)
     batch_in_epoch: int = 0
     logged: dict[str, float] = field(default_factory=dict)
+    world: World | None = None  # set under torchrun: gradients are averaged over the processes before a step
+    grad_weight: float = 1.0  # this process's share of the current global batch
+    _synced: set[int] = field(default_factory=set)
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -74,15 +79,28 @@ class StepContext:
              optimizer: torch.optim.Optimizer | None = None) -> None:
         """Clip the gradient norm of `params` (to `max_norm`, else the run's `grad_clip`; nothing if neither).
         With fp16, name the `optimizer` the parameters belong to so their gradients are unscaled first."""
+        params = list(params)
+        self.sync_gradients(params)
         limit = max_norm if max_norm is not None else self.grad_clip
         if not limit:
             return
         if self.scaler is not None and optimizer is not None:
             self.scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(list(params), limit)
+        torch.nn.utils.clip_grad_norm_(params, limit)
+
+    def sync_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """Under torchrun, average these parameters' gradients over the processes (once per optimiser step)."""
+        if self.world is None:
+            return
+        todo = [p for p in params if id(p) not in self._synced]
+        self.world.average_gradients(todo, self.grad_weight)
+        self._synced.update(id(p) for p in todo)
 
     def step_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Step one optimiser (through the fp16 scaler when there is one)."""
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.sync_gradients(params)
+        self._synced.difference_update(id(p) for p in params)
         if self.scaler is not None:
             self.scaler.step(optimizer)
         else:

@@ -28,7 +28,9 @@ Options (`ad_core.training.options.TrainerOptions`, run keys of the same names):
 state is also saved at every epoch end), `precision` ("32", "bf16" or "16": autocast; fp16 uses a gradient
 scaler and needs CUDA), `ema_decay` (an exponential average of the weights is what validation, `finalize` and
 `predict` use, and is saved), `accumulate_grad_batches`, `device`, `progress`, `config` (the resolved run
-configuration; a resume with another is refused).
+configuration; a resume with another is refused), `world` (under torchrun: `ad_core.training.distributed`; each
+process trains on its share of every batch, gradients are averaged before every optimiser step, in manual mode
+too through `ctx.clip`/`ctx.step_optimizer`, and rank 0 alone saves the state).
 
 Resume is exact: model, optimisers, schedulers, EMA, fp16 scaler, the torch/CUDA/Python/NumPy generators and the
 data loader's shuffle generator (`fit(..., generator=loader.generator)`) are saved and restored, and a resumed
@@ -49,10 +51,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ad_core.protocols import TrainableModel
-from ad_core.settings import resolve_device, settings
 from ad_core.training.context import StepContext, unpack_optimizers
 from ad_core.training.ema import WeightAverage
-from ad_core.training.options import TrainerOptions, TrainingPlan
+from ad_core.training.options import TrainerOptions, TrainingPlan, resolve_trainer_options
 from ad_core.training.state import (
     SavedState,
     TrainingStateError,
@@ -142,12 +143,7 @@ class GradientTrainer:
     """Trains by back-propagation; see the module docstring for the hooks and options."""
 
     def __init__(self, options: TrainerOptions | None = None, **settings_: Any) -> None:
-        if options is not None and settings_:
-            raise TypeError("pass either a TrainerOptions or keyword options, not both")
-        self.options = options if options is not None else TrainerOptions.of(**settings_)
-        device = self.options.device
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.progress = settings.progress if self.options.progress is None else self.options.progress
+        self.options, self.device, self.progress = resolve_trainer_options(options, settings_)
         if self.options.precision == "16" and self.device.type != "cuda":
             raise ValueError(f"precision='16' (fp16) needs a CUDA device, this run trains on {self.device}: use "
                              "precision='bf16' or '32' on the CPU")
@@ -180,7 +176,8 @@ class GradientTrainer:
                                      f"({'; '.join(differences)}). {restart}")
 
     def _save(self, model, optimizers, ctx, progress: Progress, plan, ema, generator, epoch_start, best) -> None:
-        if self.options.checkpoint_dir is None:
+        world = self.options.world
+        if self.options.checkpoint_dir is None or (world is not None and not world.is_main):
             return
         check_finite_state(model, f"at epoch {progress.epoch + 1}, step {progress.step}", ema)
         tensors = ema.tensors() if ema is not None else {}
@@ -206,9 +203,12 @@ class GradientTrainer:
         model.to(self.device)
         plan = TrainingPlan.of(o, n_batches)
         model.on_fit_start(train)
+        world = o.world
+        if world is not None:
+            world.broadcast_module(model)  # every process starts from rank 0's weights
         optimizers, schedulers = unpack_optimizers(model.configure_optimizers(plan))
         scaler = torch.amp.GradScaler("cuda") if o.precision == "16" else None
-        ctx = StepContext(optimizers, schedulers, scaler, o.grad_clip)
+        ctx = StepContext(optimizers, schedulers, scaler, o.grad_clip, world=world)
         ema = WeightAverage(model, o.ema_decay) if o.ema_decay is not None else None
         progress, best, pending_rng, epoch_start = Progress(), None, None, None
         saved = read_training_state(o.checkpoint_dir) if o.resume else None
@@ -231,7 +231,7 @@ class GradientTrainer:
         accumulate = o.accumulate_grad_batches
         n_epochs = plan.num_epochs if plan.num_epochs is not None else 10**9
         bar = tqdm(total=plan.total_steps, initial=progress.step, desc="training", unit="step",
-                   disable=not self.progress, leave=False)
+                   disable=not self.progress or (world is not None and not world.is_main), leave=False)
         done = progress.step >= plan.total_steps
         while progress.epoch < n_epochs and not done:
             skip = progress.batch_in_epoch
@@ -255,14 +255,17 @@ class GradientTrainer:
                 if automatic and waiting == 0:
                     for optimizer in optimizers:
                         optimizer.zero_grad(set_to_none=True)
+                if world is not None:
+                    ctx.grad_weight = len(batch) / world.sum_int(len(batch), self.device)
                 with self._autocast():
                     output = model.training_step(batch.to(self.device), ctx)
                 progress.batch_in_epoch = index + 1
                 if output is None:
                     continue
                 loss = _loss_of(output)
-                check_finite(loss, progress.epoch, progress.step)
-                progress.add(loss.item(), ctx.logged)
+                seen = world.mean_scalar(loss) if world is not None else loss  # a NaN anywhere stops every rank
+                check_finite(seen, progress.epoch, progress.step)
+                progress.add(seen.item(), ctx.logged)
                 if automatic:
                     ctx.backward(loss / accumulate if accumulate > 1 else loss)
                     waiting += 1
@@ -271,6 +274,7 @@ class GradientTrainer:
                     waiting = 0
                     params = [p for group in (g for opt in optimizers for g in opt.param_groups)
                               for p in group["params"]]
+                    ctx.sync_gradients(params)
                     if o.grad_clip:
                         if scaler is not None:
                             for optimizer in optimizers:
@@ -307,6 +311,8 @@ class GradientTrainer:
                 with self._evaluated_weights(model, ema):
                     self._finish(model, None)
                     metric = validation_auroc(model, val, self.device)
+                    if world is not None:  # one decision for every rank (batch-norm statistics differ per rank)
+                        metric = float(world.mean_scalar(torch.tensor(metric, device=self.device)))
                     record["val_image_auroc"] = metric
                     if best is None or progress.best_metric is None or metric > progress.best_metric:
                         best = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -319,6 +325,8 @@ class GradientTrainer:
             if stop:
                 break
         bar.close()
+        if world is not None:
+            world.average_buffers(model)
         if best is not None:
             model.load_state_dict(best)
         elif ema is not None:
@@ -329,6 +337,9 @@ class GradientTrainer:
         if resumed_from is not None:
             extra["resumed_from_step"] = resumed_from
         notes = list(model.fit_notes())
+        if world is not None:
+            notes.append(f"trained by {world.size} processes (torchrun), each on its share of every batch, "
+                         "gradients averaged before each step; batch-norm statistics averaged at the end")
         if resumed_from is not None:
             notes.append(f"resumed from step {resumed_from} of {plan.total_steps} ({o.checkpoint_dir})")
         return FitReport(seconds=time.perf_counter() - start, epochs=progress.epoch, steps=progress.step,

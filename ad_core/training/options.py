@@ -9,6 +9,9 @@ from typing import Any
 
 import torch
 
+from ad_core.settings import resolve_device, settings
+from ad_core.training.distributed import World
+
 PRECISIONS = ("32", "bf16", "16")
 
 
@@ -33,6 +36,7 @@ class TrainerOptions:
     accumulate_grad_batches: int = 1
     progress: bool | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    world: World | None = None  # the torchrun processes this fit is one of (None: a single process)
 
     def __post_init__(self) -> None:
         if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, Path):
@@ -62,6 +66,17 @@ class TrainerOptions:
         """The options a run's settings (`ModelConfig.run`) give, plus `extra` (device, checkpoint_dir ...)."""
         picked = {k: v for k, v in run.items() if k in RUN_OPTIONS and v is not None}
         return cls.of(**picked, **extra)
+
+
+def resolve_trainer_options(options: TrainerOptions | None,
+                            settings_: dict[str, Any]) -> tuple[TrainerOptions, torch.device, bool]:
+    """A trainer's constructor arguments (a `TrainerOptions` or keyword options, not both) as the options, the
+    device and whether to show progress (the global setting unless the options say)."""
+    if options is not None and settings_:
+        raise TypeError("pass either a TrainerOptions or keyword options, not both")
+    options = options if options is not None else TrainerOptions.of(**settings_)
+    device = options.device if isinstance(options.device, torch.device) else resolve_device(options.device)
+    return options, device, settings.progress if options.progress is None else bool(options.progress)
 
 
 def option_names() -> tuple[str, ...]:

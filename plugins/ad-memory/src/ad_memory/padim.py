@@ -9,7 +9,7 @@ its Mahalanobis distance to the Gaussian of its position.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,9 @@ from ad_core.components.backbone import BackboneConfig, image_chunks
 from ad_core.components.draws import random_subset
 from ad_core.components.maps import gaussian_blur
 from ad_memory.features import MemoryBankModel
+
+if TYPE_CHECKING:
+    from ad_core.plugin_api import World
 
 # Channel subsets of the paper / anomalib for the two usual backbones (d = 100 and 550).
 N_FEATURES_DEFAULTS = {"resnet18": 100, "wide_resnet50_2": 550}
@@ -124,6 +127,28 @@ class Padim(MemoryBankModel):
             block = centred[part]
             self._sum_outer[part] += torch.bmm(block.transpose(1, 2), block).to(self.stats_dtype)
         self._count += x.shape[1]
+
+    @torch.no_grad()
+    def merge_distributed(self, world: World) -> None:
+        """Exact merge of the processes' sums (torchrun): each rank re-centres its sums on rank 0's shift s0,
+        sum(x - s0) = sum(x - s) + n d and sum((x - s0)(x - s0)^T) = sum((x - s)(x - s)^T) + S d^T + d S^T + n d d^T
+        with d = s - s0 and S = sum(x - s), then the sums and counts are added over the ranks."""
+        if self._sum is None or self._sum_outer is None or self._shift is None:
+            raise RuntimeError("Padim.merge_distributed() called before any update(): no training images")
+        shift0 = self._shift.contiguous().clone()
+        world.broadcast_tensor(shift0)
+        d = (self._shift - shift0)[:, 0].double()  # [P, C]
+        n = self._count
+        for part in _position_chunks(d.shape[0], d.shape[1] ** 2):
+            s_part, d_part = self._sum[part], d[part]
+            cross = s_part[:, :, None] * d_part[:, None, :]
+            correction = cross + cross.transpose(1, 2) + n * d_part[:, :, None] * d_part[:, None, :]
+            self._sum_outer[part] += correction.to(self.stats_dtype)
+        self._sum += n * d
+        self._shift = shift0
+        world.sum(self._sum)
+        world.sum(self._sum_outer)
+        self._count = world.sum_int(n, self._sum.device)
 
     @torch.no_grad()
     def finalize(self) -> None:
