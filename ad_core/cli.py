@@ -105,7 +105,9 @@ def list_models(paradigm: str | None, wide: bool, as_json: bool) -> None:
         _echo_json({
             "models": [{"name": e.spec.name, "paradigm": e.spec.paradigm, "plugin": e.plugin,
                         "variants": sorted(e.spec.variants), "paper": e.spec.paper, "trainer": e.spec.trainer,
-                        "defaults": e.spec.defaults} for e in entries],
+                        "defaults": e.spec.defaults, "unified": e.spec.unified,
+                        **({"unified_reason": e.spec.unified_reason} if not e.spec.unified else {})}
+                       for e in entries],
             "broken_plugins": [{"plugin": p.name, "error": p.error} for p in broken],
             "unavailable_names": [{"name": n, "plugins": ps} for n, ps in sorted(registry.conflicts.items())],
         })

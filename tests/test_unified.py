@@ -161,6 +161,9 @@ def test_a_model_that_cannot_be_unified_is_a_clear_error(refusing_plugin, tmp_pa
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "cannot be trained unified" in result.output and "fitted per category" in result.output
     assert not (tmp_path / "demo").exists()
+    listed = json.loads(CliRunner().invoke(main, ["list-models", "--json", "--paradigm", "test"]).output)["models"]
+    assert [(m["unified"], m.get("unified_reason")) for m in listed if m["name"] == "tiny-per-category"] == \
+        [(False, "its statistics are fitted per category.")]
 
 
 def test_unified_needs_two_categories_and_per_category_validation(tiny_plugin, tmp_path) -> None:
