@@ -104,15 +104,20 @@ def main() -> None:
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
             records.append(compare(model, dataset, categories, root, out / model, overrides))
             print(markdown(records[-1:]), flush=True)
+            if args.json:  # after every model, so a long grid keeps what it has measured
+                write_record(args.json, dataset, categories, overrides, records)
     print("\n" + markdown(records))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "what": "unified (one model, all categories) vs per-category image/pixel AUROC",
-            "dataset": dataset, "categories": categories, "settings": overrides,
-            "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
-            "records": records,
-        }, indent=2))
+
+
+def write_record(path: Path, dataset: str, categories: list[str], overrides: dict[str, Any],
+                 records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "what": "unified (one model, all categories) vs per-category image/pixel AUROC",
+        "dataset": dataset, "categories": categories, "settings": overrides,
+        "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "records": records,
+    }, indent=2))
 
 
 if __name__ == "__main__":
