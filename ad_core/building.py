@@ -12,7 +12,7 @@ from torch import nn
 
 from ad_core.plugins import get_registry
 from ad_core.settings import settings
-from ad_core.specs import RUN_KEYS, ModelSpec
+from ad_core.specs import RUN_KEYS, UNIFIED_PREFIX, ModelSpec
 
 RUN_DEFAULTS: dict[str, Any] = {"image_size": 256, "batch_size": 32, "normalize": True}
 ALIASES = {"img_size": "image_size", "epochs": "num_epochs"}
@@ -39,7 +39,8 @@ def resolve_config(name: str, **overrides: Any) -> ModelConfig:
     """Merge spec defaults, variant and overrides; split model hyperparameters from run settings."""
     registry = get_registry()
     spec, variant = registry.resolve(name)
-    merged = {**RUN_DEFAULTS, **spec.config(variant)}
+    # `unified_<key>` defaults are read by unified training only (ad_core.unified), never passed on
+    merged = {**RUN_DEFAULTS, **{k: v for k, v in spec.config(variant).items() if not k.startswith(UNIFIED_PREFIX)}}
     for key, value in overrides.items():
         merged[ALIASES.get(key, key)] = value
     params, accepts_any = _factory_params(spec.load_factory())

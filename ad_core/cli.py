@@ -105,7 +105,9 @@ def list_models(paradigm: str | None, wide: bool, as_json: bool) -> None:
         _echo_json({
             "models": [{"name": e.spec.name, "paradigm": e.spec.paradigm, "plugin": e.plugin,
                         "variants": sorted(e.spec.variants), "paper": e.spec.paper, "trainer": e.spec.trainer,
-                        "defaults": e.spec.defaults} for e in entries],
+                        "defaults": e.spec.defaults, "unified": e.spec.unified,
+                        **({"unified_reason": e.spec.unified_reason} if not e.spec.unified else {})}
+                       for e in entries],
             "broken_plugins": [{"plugin": p.name, "error": p.error} for p in broken],
             "unavailable_names": [{"name": n, "plugins": ps} for n, ps in sorted(registry.conflicts.items())],
         })
@@ -215,13 +217,18 @@ def _fail(exc: Exception) -> NoReturn:
 @click.argument("category")
 @click.argument("model")
 @_run_options
-def train_cmd(dataset: str, category: str, model: str, root, output_dir, backbone_dir, extra, **options) -> None:
+@click.option("--unified", is_flag=True, help="Train ONE model on all the CATEGORIES together (multi-class) and "
+                                              "evaluate it per category and on the mean.")
+def train_cmd(dataset: str, category: str, model: str, root, output_dir, backbone_dir, extra, unified: bool,
+              **options) -> None:
     """Train and evaluate MODEL(s) on CATEGORY(ies) of DATASET; comma lists and 'all' work.
 
     Without pretrained backbone weights this stops and says where to put them (`--set pretrained=false` trains
     with random weights instead; `adcore demo` does that by itself, with a warning).
 
     Example: adcore train mvtec bottle,wood patchcore --image-size 256
+    (unified: adcore train mvtec bottle,wood,screw patchcore --unified; test one category of the unified model
+    with adcore test RUN_FOLDER --dataset mvtec --category wood)
     """
     from ad_core.preflight import check_request
 
@@ -231,7 +238,8 @@ def train_cmd(dataset: str, category: str, model: str, root, output_dir, backbon
         check_request([models] if isinstance(models, str) else models, overrides)  # before torch is imported
         from ad_core.runner import train
 
-        train(_split(dataset), _split(category), models, root=root, output_dir=output_dir, **overrides)
+        train(_split(dataset), _split(category), models, root=root, output_dir=output_dir, unified=unified,
+              **overrides)
     except Exception as exc:
         _fail(exc)
 
@@ -407,6 +415,8 @@ def _split_model_options(values: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     click.option("--threads", type=int, help="Torch threads per cell (default: CPUs / jobs when jobs > 1)."),
     click.option("--examples", type=int, default=4, show_default=True,
                  help="Test images per category whose maps the report shows side by side."),
+    click.option("--unified", is_flag=True, help="One model per dataset trained on all the categories together, "
+                                                 "evaluated per category (listed as '<model> (unified)')."),
     click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                  help="Where cells run: child processes here, or Ray tasks on a cluster (pip install ray)."),
     click.option("--address", help="Ray cluster to join: auto, or ray://HOST:10001 (default: a local instance)."),
@@ -415,7 +425,7 @@ def _split_model_options(values: dict[str, Any]) -> tuple[dict[str, Any], dict[s
 )
 @click.pass_context
 def benchmark_cmd(ctx: click.Context, models, dataset, categories, output, root, backbone_dir, extra, jobs, shard,
-                  cell_timeout, threads, examples, backend, address, cpus_per_cell, gpus_per_cell,
+                  cell_timeout, threads, examples, unified, backend, address, cpus_per_cell, gpus_per_cell,
                   **options) -> None:
     """Compare models: every model on every category, each cell in its own process, then a leaderboard report.
 
@@ -435,7 +445,7 @@ def benchmark_cmd(ctx: click.Context, models, dataset, categories, output, root,
         shared, per_model = _split_model_options(_overrides(backbone_dir, extra, **options))
         run = benchmark(models, dataset, categories, output=output, root=root, jobs=jobs, shard=shard,
                         cell_timeout=cell_timeout, threads=threads, examples=examples, model_overrides=per_model,
-                        backend=backend, address=address, cpus_per_cell=cpus_per_cell,
+                        unified=unified, backend=backend, address=address, cpus_per_cell=cpus_per_cell,
                         gpus_per_cell=gpus_per_cell, **shared)
     except Exception as exc:
         _fail(exc)

@@ -19,17 +19,18 @@ from ad_core.checkpoint import save_checkpoint
 from ad_core.data import get_dataset, list_categories
 from ad_core.detector import Detector
 from ad_core.evaluation import SCORES_NAME, calibrate, evaluate_detector, threshold_method_for
-from ad_core.metrics.evaluate import DEFAULT_TARGET_FPR, check_threshold_method
+from ad_core.metrics.evaluate import check_threshold_method
 from ad_core.reports import format_table
 from ad_core.preprocessing import PreProcessor
 from ad_core.options import check_options
 from ad_core.run_folder import open_run_folder, run_folder_scope
+from ad_core.run_settings import pop_runner_settings
 from ad_core.settings import resolve_device, settings
 from ad_core.training import TrainerOptions, seed_everything, trainer_class
 from ad_core.training.distributed import ShardedBatchSampler, World
 from ad_core.training.fingerprint import fingerprinted_config
 from ad_core.types import Batch, collate
-from ad_core.validation import DEFAULT_FRACTION, describe_validation, validation_split
+from ad_core.validation import describe_validation, validation_split
 
 __all__ = ["SCORES_NAME", "RunResult", "evaluate_detector", "make_loader", "normal_subset", "run_one", "train"]
 MAX_TRAIN_SCORED = 100  # normal images scored to normalise an ensemble's members
@@ -121,17 +122,13 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
     """Train one model on one category, evaluate it on the test split, and write every output."""
     notes: list[str] = []
     overrides = check_options(model_name, overrides)  # types and ranges, before anything is built
-    seed = int(overrides.pop("seed", settings.seed))
-    device = resolve_device(overrides.pop("device", None))
+    runner = pop_runner_settings(overrides)
+    seed, device, write_maps, source = runner.seed, runner.device, runner.write_maps, runner.source
+    target_fpr, masks = runner.target_fpr, runner.masks
     world = World.from_env()  # under torchrun: one of several processes; rank 0 writes every output
     if world is not None:
         device = world.device(device)
         world.join(device)
-    write_maps = bool(overrides.pop("write_maps", True))
-    source = {"source": overrides.pop("validation", "holdout"), "folder": overrides.pop("validation_dir", None),
-              "fraction": float(overrides.pop("validation_fraction", DEFAULT_FRACTION))}
-    target_fpr = float(overrides.pop("target_fpr", DEFAULT_TARGET_FPR))
-    masks = {} if overrides.pop("require_masks", True) else {"require_masks": False}
     seed_everything(seed)
     model, config = _build(model_name, dict(overrides), notes)
     run = {**config.run}
@@ -215,7 +212,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
 
 def train(dataset_type: str | list[str], category: str | list[str], model_type: str | list[str], *,
           root: str | Path | None = None, output_dir: str | Path | None = None, verbose: bool = True,
-          **overrides: Any) -> list[RunResult]:
+          unified: bool = False, **overrides: Any) -> list[RunResult]:
     """Train and evaluate every (dataset, category, model) combination; `category="all"` expands per dataset.
 
     The seed's calls work as written, positionally (`train("mvtec", "bottle", "stfpm", num_epochs=50)`) or by
@@ -223,7 +220,14 @@ def train(dataset_type: str | list[str], category: str | list[str], model_type: 
     datasets (`train(["dataset_A", "dataset_B"], ["pattern1", "pattern2"], "stfpm")`) trains every category of
     the list in every dataset. With `verbose`, each run prints its table and the folder its outputs went to;
     with progress on (`ADCORE_PROGRESS`, default 1), a line on stderr says which run of how many starts.
+    With `unified=True`, each (dataset, model) trains ONE model on all the categories together and is evaluated
+    per category (`ad_core.unified`); the result has one `RunResult` per category.
     """
+    if unified:
+        from ad_core.unified import train_unified
+
+        return train_unified(dataset_type, category, model_type, root=root, output_dir=output_dir, verbose=verbose,
+                             **overrides)
     plan = [(ds, cat, name)
             for ds in _as_list(dataset_type)
             for cat in (list_categories(ds, root) if _as_list(category) == ["all"] else _as_list(category))
@@ -283,6 +287,7 @@ def test_checkpoint(checkpoint: str | Path, dataset: str, category: str, root: s
                     batch_size: int = 32) -> RunResult:
     """Evaluate a saved detector on a dataset's test split; the checkpoint itself is left untouched."""
     from ad_core.checkpoint import load_model
+    from ad_core.unified import apply_category
 
     dev = resolve_device(device)
     detector = load_model(checkpoint, device=dev)
@@ -296,6 +301,9 @@ def test_checkpoint(checkpoint: str | Path, dataset: str, category: str, root: s
     # The decision is the one saved with the model; the test split only measures it (and the oracle figures).
     saved = meta.get("threshold") or {}
     header["saved_threshold"] = {"method": saved.get("method"), "selected_on": saved.get("selected_on", "unrecorded")}
+    if apply_category(detector, category):  # a unified model decides with this category's own thresholds
+        header["saved_threshold"] = {**detector.meta["unified"]["decisions"][category]["threshold"],
+                                     "category": category}
     results = evaluate_detector(detector, make_loader(test_set, batch_size, False, 0), out, header, dev,
                                 threshold_method="saved", fixed_thresholds={"saved": float(detector.post.threshold)})
     return RunResult(dataset, category, meta["model"], out, results, run=header)

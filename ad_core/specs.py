@@ -51,6 +51,10 @@ RUN_KEYS = frozenset(
 RUNNER_KEYS = frozenset({"write_maps", "require_masks", "validation", "validation_fraction", "validation_dir",
                          "target_fpr"})
 
+# A spec default named `unified_<key>` is `<key>`'s default in unified (multi-class) training only, e.g.
+# Dinomaly's `unified_max_steps`; an option the user sets wins (see `ad_core.unified`).
+UNIFIED_PREFIX = "unified_"
+
 
 class OptionError(ValueError):
     """An option is unknown, of the wrong type, or out of range (a user error, reported before anything is built)."""
@@ -93,6 +97,10 @@ class ModelSpec:
     # is the base entry updated by its own entry (small backbone, few steps, small image; see `ad_core.testing`).
     test_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     min_image_size: int = 1  # the smallest input side (px) its backbone or flow accepts; checked before training
+    # Whether one model can be trained on several categories at once (`train(..., unified=True)`); a model that
+    # cannot says why in `unified_reason`, which the user reads in the error.
+    unified: bool = True
+    unified_reason: str = ""
 
     def validate(self) -> None:
         """Raise `SpecError` naming what is wrong, so a broken plugin is reported, not half-loaded."""
@@ -107,6 +115,9 @@ class ModelSpec:
             raise SpecError(f"{self.name}: paradigm is empty")
         if not isinstance(self.min_image_size, int) or self.min_image_size < 1:
             raise SpecError(f"{self.name}: min_image_size must be a positive int, got {self.min_image_size!r}")
+        if not isinstance(self.unified, bool) or (not self.unified and not str(self.unified_reason).strip()):
+            raise SpecError(f"{self.name}: unified must be a bool, and a model that refuses unified training "
+                            "(unified=False) must say why in unified_reason")
         if not isinstance(self.defaults, dict) or not all(isinstance(v, dict) for v in self.variants.values()):
             raise SpecError(f"{self.name}: defaults and each variant must be dicts")
         unknown = set(self.test_overrides) - {self.name, *self.variants}
@@ -121,6 +132,10 @@ class ModelSpec:
         if variant not in self.variants:
             raise KeyError(f"{self.name} has no variant {variant!r}; variants: {sorted(self.variants)}")
         return {**self.defaults, **self.variants[variant]}
+
+    def unified_defaults(self, variant: str | None = None) -> dict[str, Any]:
+        """`{key: value}` of the `unified_<key>` defaults of the base model or a variant (unified training only)."""
+        return {k[len(UNIFIED_PREFIX):]: v for k, v in self.config(variant).items() if k.startswith(UNIFIED_PREFIX)}
 
     def tiny_config(self, variant: str | None = None) -> dict[str, Any]:
         """The conformance suite's overrides for the base model or one of its variants."""

@@ -77,10 +77,14 @@ def benchmark(models: str | Iterable[str], dataset: str | Iterable[str], categor
               shard: str | tuple[int, int] | None = None, cell_timeout: float | None = None,
               threads: int | None = None, examples: int = 4,
               model_overrides: dict[str, dict[str, Any]] | None = None, report: bool = True,
-              progress: bool | None = None, verbose: bool = True, backend: str = "local",
+              progress: bool | None = None, verbose: bool = True, unified: bool = False, backend: str = "local",
               address: str | None = None, cpus_per_cell: float | None = None, gpus_per_cell: float = 0,
               **overrides: Any) -> BenchmarkRun:
     """Train and test every model on every category, each cell in its own process, then write the report.
+
+    With `unified=True` a cell is one model per dataset trained on all the categories together
+    (`<output>/<dataset>/unified-<a>+<b>/<model>/`), evaluated per category; the leaderboard lists it per
+    category as `<model> (unified)`, beside per-category cells of the same directory.
 
     Finished cells in `output` are skipped, so a killed grid resumes where it stopped. `shard="2/4"` runs
     every 4th cell starting with the 2nd. `overrides` apply to every model (`image_size=128`);
@@ -108,7 +112,15 @@ def benchmark(models: str | Iterable[str], dataset: str | Iterable[str], categor
     datasets = _names(dataset)
     if not names or not datasets:
         raise ValueError("a benchmark needs at least one model and one dataset")
-    cells = make_grid(datasets, _categories(datasets, categories, root), names)
+    expanded = _categories(datasets, categories, root)
+    if unified:
+        from ad_core.api import check_unified, unified_label
+
+        for name in names:
+            check_unified(name)
+        cells = make_grid(datasets, {ds: [unified_label(cats)] for ds, cats in expanded.items()}, names)
+    else:
+        cells = make_grid(datasets, expanded, names)
     if shard is not None:
         index, count = parse_shard(shard) if isinstance(shard, str) else shard
         cells = grid.shard(cells, index, count)
@@ -118,7 +130,7 @@ def benchmark(models: str | Iterable[str], dataset: str | Iterable[str], categor
     output.mkdir(parents=True, exist_ok=True)
     options = CellOptions(output=output, root=None if root is None else str(root), overrides=dict(overrides),
                           model_overrides=model_overrides, timeout=cell_timeout, threads=threads,
-                          examples=examples,
+                          examples=examples, unified=expanded if unified else {},
                           settings={k: v for k, v in settings.as_dict().items() if k != "progress"})
     show = settings.progress if progress is None else progress
     if backend == "ray":

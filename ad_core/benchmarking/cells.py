@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from ad_core import __version__
 from ad_core.benchmarking.grid import CELL_FILE, Cell
-from ad_core.api import FileLock, write_json
+from ad_core.api import FileLock, metric_summary, write_json
 
 SCHEMA = 1
 LOG_NAME = "cell.log"
@@ -44,6 +44,7 @@ class CellOptions:
     threads: int | None = None
     examples: int = 4
     settings: dict[str, Any] = field(default_factory=dict)
+    unified: dict[str, list[str]] = field(default_factory=dict)  # dataset -> categories of its one unified model
 
     def overrides_for(self, model: str) -> dict[str, Any]:
         return {**self.overrides, **self.model_overrides.get(model, {})}
@@ -116,6 +117,7 @@ def _start(cell: Cell, options: CellOptions, directory: Path, lock: FileLock) ->
         "output_dir": str(options.output), "overrides": options.overrides_for(cell.model),
         "settings": options.settings, "threads": options.threads, "examples": options.examples,
         "result_file": str(directory / CHILD_RESULT), "parent_pid": os.getpid(),
+        "categories": options.unified.get(cell.dataset),  # a unified cell: one model over these categories
     }
     env = {**os.environ, "ADCORE_PROGRESS": "0", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
     if options.threads:
@@ -127,6 +129,8 @@ def _start(cell: Cell, options: CellOptions, directory: Path, lock: FileLock) ->
     now = time.monotonic()
     config = {"overrides": spec["overrides"], "root": options.root, "threads": options.threads,
               "timeout": options.timeout}
+    if spec["categories"]:
+        config["unified"] = spec["categories"]
     return RunningCell(cell, directory, process, log, now, started_at,
                        now + options.timeout if options.timeout else None, config, lock)
 
@@ -255,40 +259,48 @@ def _finish(running: RunningCell, reaped: tuple[int, float | None], status: str 
 
 
 def _measurements(directory: Path, child: dict[str, Any]) -> dict[str, Any]:
-    """Metrics, timings, thresholds and sizes of a finished cell, from the files `run_one` wrote."""
+    """Metrics, timings, thresholds and sizes of a finished cell, from the files `run_one` wrote.
+
+    A unified cell (one model over several categories, `run_unified`) records each category's evaluation, read
+    from its folder, under `categories`, and their mean as `metrics`.
+    """
     results = json.loads((directory / "results.json").read_text())
     run = results.get("run", {})
-    image, pixel = results.get("image") or {}, results.get("pixel") or {}
-    confusion = results.get("confusion") or {}
-    negatives = confusion.get("fp", 0) + confusion.get("tn", 0)
-    metrics = {
-        "image_auroc": image.get("auroc"), "image_aupr": image.get("aupr"), "image_f1_max": image.get("f1_max"),
-        "pixel_auroc": pixel.get("auroc"), "pixel_aupro": pixel.get("aupro"),
-        "pixel_aupimo": (pixel.get("aupimo") or {}).get("mean"),
-        "recall": confusion.get("recall"),  # at the saved (deployment) threshold
-        "fpr": confusion["fp"] / negatives if negatives else None,
-    }
-    pixel_by_type = pixel.get("per_defect_pixel_auroc") or {}
-    per_defect = {kind: {**entry, "pixel_auroc": pixel_by_type.get(kind)}
-                  for kind, entry in (results.get("per_defect") or {}).items()}
+    if "unified" in results:
+        figures = {"metrics": results["unified"]["mean"], "examples": 0,
+                   "categories": {name: _evaluation(json.loads((directory / name / "results.json").read_text()))
+                                  for name in run["unified"]}}
+    else:
+        figures = {**_evaluation(results), "examples": child.get("examples", 0)}
     return {
-        "metrics": metrics,
-        "per_defect": per_defect,
+        **figures,
         "fit_seconds": run.get("fit_seconds"),
-        "test_seconds": run.get("test_seconds"),
-        "test_images_per_second": run.get("test_images_per_second"),
         "checkpoint_bytes": (directory / "model.safetensors").stat().st_size,
-        "threshold": results.get("threshold"),
-        "thresholds": {name: t.get("value") for name, t in (results.get("thresholds") or {}).items()},
         "train_images": run.get("train_images"),
-        "test_images": run.get("test_images"),
         "image_size": run.get("image_size"),
         "device": run.get("device"),
         "epochs": run.get("epochs"),
         "steps": run.get("steps"),
         "warnings": child.get("warnings", []),
-        "examples": child.get("examples", 0),
         "versions": {**_versions(directory), "ad-core": __version__, "python": platform.python_version()},
+    }
+
+
+def _evaluation(results: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one evaluation (`results.json`): metrics (recall and FPR at the saved, deployment
+    threshold), per defect type, thresholds and test timing."""
+    run = results.get("run", {})
+    pixel_by_type = (results.get("pixel") or {}).get("per_defect_pixel_auroc") or {}
+    per_defect = {kind: {**entry, "pixel_auroc": pixel_by_type.get(kind)}
+                  for kind, entry in (results.get("per_defect") or {}).items()}
+    return {
+        "metrics": metric_summary(results),
+        "per_defect": per_defect,
+        "test_seconds": run.get("test_seconds"),
+        "test_images_per_second": run.get("test_images_per_second"),
+        "threshold": results.get("threshold"),
+        "thresholds": {name: t.get("value") for name, t in (results.get("thresholds") or {}).items()},
+        "test_images": run.get("test_images"),
     }
 
 

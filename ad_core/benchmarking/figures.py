@@ -115,7 +115,7 @@ def score_histograms(root: Path, rows: list[dict[str, Any]], dataset: str, model
         for j, model in enumerate(models):
             ax = axes[i][j]
             row = ok.get((category, model))
-            loaded = _scores(root / dataset / category / model) if row else None
+            loaded = _scores(root / row["directory"]) if row else None
             if loaded is None:
                 ax.text(0.5, 0.5, "no scores", ha="center", va="center", transform=ax.transAxes)
                 ax.set_axis_off()

@@ -36,16 +36,30 @@ CELL_COLUMNS = ["dataset", "category", "model", "status", *[k for k, _ in METRIC
                 "threshold_method", "wall_seconds", "image_size", "device", "error"]
 RANK_METRIC = "image_auroc"
 INCOMPLETE = "incomplete"  # a cell that was running when the directory was read, or was killed
+UNIFIED_SUFFIX = " (unified)"  # a unified cell's rows: one per category, model named `<model> (unified)`
 
 
 def collect(directory: str | Path) -> list[dict[str, Any]]:
-    """One flat row per cell folder (`<dir>/<dataset>/<category>/<model>/cell.json`), sorted."""
+    """One flat row per cell folder (`<dir>/<dataset>/<category>/<model>/cell.json`), sorted; a finished
+    unified cell gives one row per category (`unified_rows`)."""
     rows = []
     for path in sorted(Path(directory).glob(f"*/*/*/{CELL_FILE}")):
         record = read_cell(path.parent)
         if record is not None:
-            rows.append(flatten(record))
+            rows += unified_rows(record) if record.get("unified") else [flatten(record)]
     return rows
+
+
+def unified_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A unified cell as rows beside per-category cells: one per category it was evaluated on (that category's
+    figures, the one fit's time and memory), model `<model> (unified)`; one row for the cell while unfinished."""
+    model = f"{record.get('model')}{UNIFIED_SUFFIX}"
+    folder = f"{record.get('dataset')}/{record.get('category')}/{record.get('model')}"
+    categories = record.get("categories") or {}
+    if not categories:
+        return [{**flatten({**record, "model": model}), "directory": folder}]
+    return [{**flatten({**record, **figures, "category": name, "model": model}), "directory": f"{folder}/{name}"}
+            for name, figures in categories.items()]
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +84,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "device": record.get("device"),
         "error": record.get("error") or ("the cell was running or was interrupted" if status == "running" else None),
         "per_defect": record.get("per_defect") or {},
+        "directory": f"{record.get('dataset')}/{record.get('category')}/{record.get('model')}",  # its outputs
     }
     return row
 

@@ -40,7 +40,7 @@ def write_report(directory: str | Path, title: str = "ad-core benchmark") -> dic
     logs = {}
     for r in rows:
         if r["status"] != "ok":
-            record = read_cell(root / r["dataset"] / r["category"] / r["model"]) or {}
+            record = read_cell(root / r["directory"]) or {}
             logs[(r["dataset"], r["category"], r["model"])] = record.get("log_tail", "")
     figs = {dataset: _dataset_figures(root, rows, dataset, entries) for dataset, entries in summary.items()}
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")

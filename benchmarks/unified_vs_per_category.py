@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Unified (one model for all categories) vs per-category (one model each) image and pixel AUROC, per model.
+
+For each model: one run per category (`train(...)`), then one unified run over the same categories
+(`train(..., unified=True)`), same settings and seed; prints a Markdown table (per category and mean) and writes
+a JSON record. Examples:
+
+    python benchmarks/unified_vs_per_category.py --models padim,patchcore-r18,stfpm,fastflow \\
+        --dataset demo --categories weave,disc --image-size 64 --set num_epochs=3 \\
+        --json benchmarks/results/unified_vs_per_category_demo.json
+    python benchmarks/unified_vs_per_category.py --models padim --with-magnetic-tile ../shared/data/magnetic_tile \\
+        --categories weave --image-size 64 --json benchmarks/results/unified_magnetic_tile.json
+
+`--with-magnetic-tile DIR` writes the demo categories in the MVTec layout beside a link to DIR's
+`magnetic_tile` folder, so one unified model covers the magnetic tiles and the demo categories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ad_core import train
+from ad_core.data import write_demo_dataset
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def figures(runs: list) -> dict[str, dict[str, float]]:
+    """{category: {image_auroc, pixel_auroc, fit_s}} of a list of `RunResult`s."""
+    return {r.category: {"image_auroc": r.image_auroc, "pixel_auroc": r.pixel_auroc,
+                         "fit_s": r.run.get("fit_seconds")} for r in runs}
+
+
+def compare(model: str, dataset: str, categories: list[str], root: str | None, out: Path,
+            overrides: dict[str, Any]) -> dict[str, Any]:
+    """Per-category runs then one unified run of `model`; their figures side by side."""
+    start = time.perf_counter()
+    separate = figures(train(dataset, categories, model, root=root, output_dir=out / "per_category",
+                             verbose=False, **overrides))
+    unified = figures(train(dataset, categories, model, root=root, output_dir=out / "unified", unified=True,
+                            verbose=False, **overrides))
+    mean = lambda d, k: sum(v[k] for v in d.values()) / len(d)  # noqa: E731
+    return {"model": model, "categories": categories, "per_category": separate, "unified": unified,
+            "mean": {"per_category": {k: mean(separate, k) for k in ("image_auroc", "pixel_auroc")},
+                     "unified": {k: mean(unified, k) for k in ("image_auroc", "pixel_auroc")}},
+            "wall_s": round(time.perf_counter() - start, 1)}
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    lines = ["| model | category | image AUROC per-category | image AUROC unified | pixel AUROC per-category "
+             "| pixel AUROC unified |", "|---|---|---|---|---|---|"]
+    for rec in records:
+        rows = [(c, rec["per_category"][c], rec["unified"][c]) for c in rec["categories"]]
+        rows.append(("**mean**", rec["mean"]["per_category"], rec["mean"]["unified"]))
+        for category, sep, uni in rows:
+            lines.append(f"| {rec['model']} | {category} | {sep['image_auroc']:.3f} | {uni['image_auroc']:.3f} | "
+                         f"{sep['pixel_auroc']:.3f} | {uni['pixel_auroc']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="padim,patchcore-r18,stfpm,fastflow")
+    parser.add_argument("--dataset", default="demo")
+    parser.add_argument("--categories", default="weave,disc")
+    parser.add_argument("--root")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrained", type=_value, default=False)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="A run option for every model, e.g. num_epochs=3 (gradient models).")
+    parser.add_argument("--with-magnetic-tile", type=Path, metavar="DIR",
+                        help="Unify the magnetic tiles (DIR/magnetic_tile, MVTec layout) with the demo categories.")
+    parser.add_argument("--output", type=Path, help="Run folders (default: a temporary folder).")
+    parser.add_argument("--json", type=Path, help="Write the record here.")
+    args = parser.parse_args()
+
+    overrides: dict[str, Any] = {"image_size": args.image_size, "seed": args.seed, "pretrained": args.pretrained}
+    for item in args.set:
+        key, _, raw = item.partition("=")
+        overrides[key.strip()] = _value(raw)
+    categories = [c.strip() for c in args.categories.split(",") if c.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.output or Path(tmp)
+        dataset, root = args.dataset, args.root
+        if args.with_magnetic_tile:
+            root = str(out / "data")
+            write_demo_dataset(root, categories, image_size=max(args.image_size, 128))
+            os.symlink(args.with_magnetic_tile.resolve() / "magnetic_tile", Path(root) / "magnetic_tile")
+            dataset, categories = "mvtec", ["magnetic_tile", *categories]
+        records = []
+        for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+            records.append(compare(model, dataset, categories, root, out / model, overrides))
+            print(markdown(records[-1:]), flush=True)
+            if args.json:  # after every model, so a long grid keeps what it has measured
+                write_record(args.json, dataset, categories, overrides, records)
+    print("\n" + markdown(records))
+
+
+def write_record(path: Path, dataset: str, categories: list[str], overrides: dict[str, Any],
+                 records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "what": "unified (one model, all categories) vs per-category image/pixel AUROC",
+        "dataset": dataset, "categories": categories, "settings": overrides,
+        "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "records": records,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
