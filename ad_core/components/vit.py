@@ -65,7 +65,9 @@ class FrozenViT(nn.Module):
         prefixed = self.num_prefix_tokens > 0
         out = self.model.forward_intermediates(images, indices=self.blocks, norm=self.norm, intermediates_only=True,
                                                output_fmt="NLC", return_prefix_tokens=prefixed)
-        return [torch.cat([item[1], item[0]], dim=1) if prefixed else item.contiguous() for item in out]
+        if not prefixed:
+            return [t.contiguous() for t in out]
+        return [torch.cat([prefix, patches], dim=1) for patches, prefix in out]
 
     @property
     def num_prefix_tokens(self) -> int:

@@ -45,7 +45,7 @@ def dinomaly_specs() -> list[ModelSpec]:
                   "easy_gradient_factor": 0.1, "sigma": 4.0, "map_size": 256, "top_ratio": 0.01},
         variants=variants,
         test_overrides={
-            "dinomaly": {"image_size": 64, "center_crop": 56, "batch_size": 4, "max_steps": 6, "warmup_steps": 0,
+            "dinomaly": {"image_size": 64, "center_crop": 56, "batch_size": 4, "max_steps": 3, "warmup_steps": 0,
                          "map_size": 64, "vit_overrides": TINY_DINO},
             **large,
         },
