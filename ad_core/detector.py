@@ -44,6 +44,8 @@ def check_unit_range(images: torch.Tensor) -> None:
     if not torch.is_floating_point(images):
         raise ValueError(f"images must be float tensors in [0, 1], got dtype {images.dtype}: divide 0-255 images "
                          "by 255, or let detector.predict_paths(paths) read the files")
+    if not bool(torch.isfinite(images).all()):  # checked before pre-processing, which may crop the bad pixels away
+        raise ValueError("the images contain NaN or infinite values: check the input files or the pre-processing")
     low, high = float(images.min()), float(images.max())
     if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
         raise ValueError(f"images must be in [0, 1] (unnormalised; the detector normalises them itself), got values "

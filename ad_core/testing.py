@@ -53,7 +53,7 @@ from ad_core.types import collate
 
 # Variant keys that only change the size of the network or its input: such a variant runs the same code as its
 # base, so the suite skips its expensive refit checks.
-SIZE_KEYS = frozenset({"backbone", "image_size", "n_features", "stats_dtype", "size", "feature_block",
+SIZE_KEYS = frozenset({"backbone", "image_size", "center_crop", "n_features", "stats_dtype", "size", "feature_block",
                        "pooling_kernel_size", "hidden_channels", "stage"})
 SUITE_KEYS = ("test_category", "test_min_auroc", "test_square_only")
 DEFAULT_IMAGE_SIZE = 64

@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins/ad-kd/src"), str(REPO / "plugins/ad-flow/src"),
                  str(REPO / "plugins/ad-adapt/src"),
                  str(REPO / "plugins/ad-synth/src"),
-                 str(REPO / "plugins/ad-recon/src")]
+                 str(REPO / "plugins/ad-recon/src"),
+                 str(REPO / "plugins/ad-foundation/src")]
 warnings.filterwarnings("ignore")
 
 import timm  # noqa: E402
@@ -497,11 +498,98 @@ def draem(images: torch.Tensor) -> dict[str, float]:
     }
 
 
+def _blur_reflect(amap: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """anomalib's score path: the map resized to 256 px, blurred by the same 5-tap kernel with reflect padding."""
+    x = torch.nn.functional.interpolate(amap.unsqueeze(1), size=256, mode="bilinear", align_corners=False)
+    x = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1))
+    return torch.nn.functional.conv2d(x, kernel.view(1, 1, 1, -1))[:, 0]
+
+
+def dinomaly(images: torch.Tensor) -> dict[str, float]:
+    """Dinomaly on a random ViT-S/14-reg4 at the largest multiple of 14 that fits, after 500 steps (mining ratio
+    0.45). Dropout is off on both sides (their draws differ). Intended deviations, measured separately:
+    anomalib's decoder and bottleneck MLPs have no biases (the authors' have; ours are loaded as zeros),
+    anomalib's linear attention has no ε (ours: the authors' 1e-6; the exact rows use ε = 0, `eps_*` rows
+    measure it), anomalib returns the map before smoothing and blurs the score's 256-px map with reflect padding
+    (ours: the authors' zero padding, and the smoothed map is the output)."""
+    from anomalib.models.image.dinomaly.torch_model import DinomalyModel
+
+    from ad_foundation.dinomaly import Dinomaly, hard_mining_cosine_loss, mining_ratio, top_mean
+
+    side = images.shape[-1] // 14 * 14
+    images = images[..., :side, :side]
+    theirs = DinomalyModel(encoder_name="vit_small_patch14_reg4_dinov2")
+    ours = Dinomaly(backbone="vit_small_patch14_reg4_dinov2", pretrained=False)
+    encoder = theirs.encoder.feature_extractor.state_dict()
+    ours.encoder.model.load_state_dict({k: v for k, v in encoder.items() if k in ours.encoder.model.state_dict()})
+    linears = [m for m in [*ours.bottleneck.modules(), *ours.decoder.modules()] if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for linear in linears:
+            linear.bias.zero_()
+    mapped = {f"bottleneck.{o}.weight": theirs.bottleneck[0].state_dict()[f"{t}.weight"]
+              for o, t in ((1, "fc1"), (4, "fc2"))}
+    for key, value in theirs.decoder.state_dict().items():
+        key = key.replace("mlp.fc1.", "mlp.0.").replace("mlp.fc2.", "mlp.3.")
+        mapped[f"decoder.{key}"] = value
+    missing, unexpected = ours.load_state_dict(mapped, strict=False)
+    assert not unexpected and all(k.startswith("encoder.") or k.endswith(".bias") or k == "fitted"
+                                  for k in missing), missing
+    for module in [*theirs.modules(), *ours.modules()]:
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    attention_eps = [block.attn for block in ours.decoder]
+    for attention in attention_eps:
+        attention.eps = 0.0
+
+    step = 500
+    theirs.train()
+    ours.train()
+    loss_theirs = theirs(images, global_step=step)
+    loss_theirs.backward()
+    encoded, decoded = ours(images)
+    loss_ours = hard_mining_cosine_loss(encoded, decoded, mining_ratio(step, 0.9, 1000), 0.1)
+    loss_ours.backward()
+    own = dict(ours.decoder.named_parameters())
+    grads = [(a.grad, own[name.replace("mlp.fc1.", "mlp.0.").replace("mlp.fc2.", "mlp.3.")].grad)
+             for name, a in theirs.decoder.named_parameters()]
+    grad_diff = max(float((a - b).abs().max()) for a, b in grads)
+    grad_scale = max(float(a.abs().max()) for a, _ in grads)
+
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        en_t, de_t = theirs.get_encoder_decoder_outputs(images)
+        en_o, de_o = ours(images)
+        out = theirs(images)
+        raw = ours.raw_map(images)
+        score, _ = ours.compute(images)
+        score_reflect = top_mean(_blur_reflect(raw, ours.blur_kernel), ours.top_ratio)
+        for attention in attention_eps:
+            attention.eps = 1e-6
+        raw_eps = ours.raw_map(images)
+    map_theirs = out.anomaly_map[:, 0]
+    return {
+        "loss_anomalib": loss_theirs.item(),
+        "loss_ours": loss_ours.item(),
+        "loss_rel_diff": abs(loss_theirs.item() - loss_ours.item()) / max(abs(loss_theirs.item()), 1e-12),
+        "decoder_grad_max_abs_diff": grad_diff,
+        "decoder_grad_max_abs": grad_scale,
+        "encoder_max_abs_diff": max(float((a - b).abs().max()) for a, b in zip(en_t, en_o)),
+        "decoder_max_abs_diff": max(float((a - b).abs().max()) for a, b in zip(de_t, de_o)),
+        "map_max_abs_diff": float((map_theirs - raw).abs().max()),
+        "score_max_abs_diff": float((out.pred_score.flatten() - score_reflect).abs().max()),
+        "map_max_abs": float(map_theirs.abs().max()),
+        "eps_raw_map_max_abs_diff": float((map_theirs - raw_eps).abs().max()),
+        "zero_padding_score_max_abs_diff": float((out.pred_score.flatten() - score).abs().max()),
+    }
+
+
 
 CHECKS = {"stfpm": stfpm, "fastflow": fastflow, "efficientad": efficientad, "dfm": dfm, "dfm-nll": dfm_nll,
           "cfa": cfa,
           "supersimplenet": supersimplenet, "glass": glass,
-          "ganomaly": ganomaly, "draem": draem}
+          "ganomaly": ganomaly, "draem": draem, "dinomaly": dinomaly}
 
 
 def main() -> None:

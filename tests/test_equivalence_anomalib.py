@@ -24,7 +24,7 @@ MODELS = ("stfpm", "fastflow", "efficientad", "dfm", "dfm-nll", "cfa", "glass", 
 def record(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("equivalence") / "equivalence.json"
     subprocess.run([sys.executable, str(SCRIPT), "--image-size", "256", "--batch", "2", "--json", str(out),
-                    "--models", *MODELS, "supersimplenet"],
+                    "--models", *MODELS, "supersimplenet", "dinomaly"],
                    check=True, capture_output=True, text=True)
     return json.loads(out.read_text())
 
@@ -63,3 +63,16 @@ def test_glass_same_three_losses_as_anomalib_in_both_projections(record: dict, b
     for key in ("true_loss", "gaus_loss", "focal_loss", "loss"):
         theirs, ours = row[f"{branch}_{key}_anomalib"], row[f"{branch}_{key}_ours"]
         assert abs(theirs - ours) <= 1e-5 * max(1.0, abs(theirs)), (key, theirs, ours)
+
+
+def test_dinomaly_same_features_loss_gradients_and_maps_as_anomalib(record: dict) -> None:
+    """Same weights (anomalib's bias-free MLPs loaded with zero biases, ε = 0): the same encoder and decoder
+    groups, loss, hard-mined decoder gradients, map and score (anomalib's reflect padding); the authors' zero
+    padding of the 5-tap blur, which ours keeps, moves the score by a little."""
+    row = record["models"]["dinomaly"]
+    assert row["encoder_max_abs_diff"] < 1e-5 and row["decoder_max_abs_diff"] < 1e-4
+    assert row["loss_rel_diff"] < 1e-5
+    assert row["decoder_grad_max_abs_diff"] < 1e-5 * row["decoder_grad_max_abs"]
+    assert row["map_max_abs_diff"] < 1e-5 * max(1.0, row["map_max_abs"])
+    assert row["score_max_abs_diff"] < 1e-5
+    assert 0 < row["zero_padding_score_max_abs_diff"] < 1e-2

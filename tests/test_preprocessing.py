@@ -53,6 +53,15 @@ def test_detector_returns_maps_on_the_input_frame_with_the_crop_undone() -> None
     assert torch.equal(pred.anomaly_map[0][outside], torch.zeros(int(outside.sum())))  # the crop's minimum
 
 
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_pixel_outside_the_crop_is_still_an_error(value: float) -> None:
+    detector = Detector(MeanMap(), pre=PreProcessor(normalize=False, resize=8, crop=4))
+    images = torch.zeros(1, 3, 8, 8)
+    images[0, 0, 0, 0] = value  # cropped away before the model would see it
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        detector.predict(images)
+
 def test_buffers_are_saved_and_old_state_dicts_still_load() -> None:
     pre = PreProcessor(mean=(0.1, 0.2, 0.3), std=(1.0, 2.0, 3.0), resize=(6, 10), crop=4)
     state = pre.state_dict()

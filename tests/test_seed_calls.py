@@ -148,7 +148,25 @@ def test_seed_variant_trains(seed_dirs) -> None:
     assert run.model == "fastflow-resnet50"
 
 
-@pytest.mark.parametrize("name", ["dinomaly-small-224", "dinomaly-base-224", "dinomaly-large-224", "uninet"])
+@pytest.mark.parametrize(("name", "backbone"), [("dinomaly-small-224", "vit_small_patch14_reg4_dinov2"),
+                                              ("dinomaly-base-224", "vit_base_patch14_reg4_dinov2"),
+                                              ("dinomaly-large-224", "vit_large_patch14_reg4_dinov2")])
+def test_seed_dinomaly_names_resolve(name: str, backbone: str) -> None:
+    """§3's Dinomaly names: the DINOv2-reg size, resized to 256 and centre-cropped to 224 as the authors do."""
+    config = resolve_config(name)
+    assert config.hyperparameters["backbone"] == backbone
+    assert (config.run["image_size"], config.run["center_crop"]) == (256, 224)
+
+
+def test_seed_dinomaly_call_trains(seed_dirs) -> None:
+    """§8.1's `train("mvtec", "bottle", "dinomaly-base-224", num_epochs=15)`, on a tiny random ViT and 1 epoch."""
+    (run,) = train("mvtec", "bottle", "dinomaly-base-224", num_epochs=1, verbose=False, write_maps=False,
+                   pretrained=False, image_size=64, center_crop=56, batch_size=4,
+                   vit_overrides={"depth": 10, "embed_dim": 32, "num_heads": 2})
+    assert run.model == "dinomaly-base-224"
+
+
+@pytest.mark.parametrize("name", ["uninet"])
 def test_models_not_built_yet_are_a_clear_error(seed_dirs, name: str) -> None:
     with pytest.raises(UnknownModelError, match=name):
         train("mvtec", "bottle", name, num_epochs=15)

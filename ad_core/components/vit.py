@@ -53,6 +53,27 @@ class FrozenViT(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        self._check_size(images)
+        maps = self.model.forward_intermediates(images, indices=self.blocks, norm=self.norm, intermediates_only=True)
+        return [m.contiguous() for m in maps]
+
+    @torch.no_grad()
+    def tokens(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The whole token sequences [B, P + h*w, C] after the chosen blocks, the `num_prefix_tokens` class and
+        register tokens first: for decoders that process them with the patches (Dinomaly)."""
+        self._check_size(images)
+        prefixed = self.num_prefix_tokens > 0
+        out = self.model.forward_intermediates(images, indices=self.blocks, norm=self.norm, intermediates_only=True,
+                                               output_fmt="NLC", return_prefix_tokens=prefixed)
+        if not prefixed:
+            return [t.contiguous() for t in out]
+        return [torch.cat([prefix, patches], dim=1) for patches, prefix in out]
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.model.num_prefix_tokens)
+
+    def _check_size(self, images: torch.Tensor) -> None:
         size = tuple(images.shape[-2:])
         if self.image_size is not None and size != self.image_size:
             raise ValueError(f"{self.name} was built for {self.image_size[0]}x{self.image_size[1]} images (its "
@@ -61,5 +82,3 @@ class FrozenViT(nn.Module):
         if size[0] % patch or size[1] % patch:
             raise ValueError(f"{self.name} reads {patch}x{patch} patches: the image size must be a multiple of "
                              f"{patch}, got {size[0]}x{size[1]}")
-        maps = self.model.forward_intermediates(images, indices=self.blocks, norm=self.norm, intermediates_only=True)
-        return [m.contiguous() for m in maps]

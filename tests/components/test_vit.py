@@ -54,3 +54,24 @@ def test_dinov2_registers_are_dropped_and_any_patch_multiple_works(norm: bool) -
 def test_layers_must_be_block_indices() -> None:
     with pytest.raises(ValueError, match="block indices"):
         FrozenViT(BackboneConfig(TINY_VIT, ("layer1",), pretrained=False), image_size=64)
+
+
+def test_tokens_keep_class_and_registers_first() -> None:
+    torch.manual_seed(0)
+    vit = FrozenViT(BackboneConfig(DINO_REG, (0, 2), pretrained=False), norm=False, **TINY_DINO)
+    images = torch.rand(2, 3, 56, 84)
+    tokens = vit.tokens(images)
+    assert vit.num_prefix_tokens == 5 and tokens[1].shape == (2, 5 + 4 * 6, 32)
+    with torch.no_grad():
+        x = vit.model.norm_pre(vit.model._pos_embed(vit.model.patch_embed(images)))
+        for blk in vit.model.blocks[:3]:
+            x = blk(x)
+    torch.testing.assert_close(tokens[1], x)
+    patches = tokens[1][:, 5:].reshape(2, 4, 6, 32).permute(0, 3, 1, 2)
+    torch.testing.assert_close(patches, vit(images)[1])
+
+
+def test_tokens_of_a_vit_without_prefix_tokens() -> None:
+    vit = FrozenViT(BackboneConfig(DINO_REG, (1,), pretrained=False), norm=False, class_token=False, reg_tokens=0,
+                    global_pool="avg", **TINY_DINO)
+    assert vit.num_prefix_tokens == 0 and vit.tokens(torch.rand(1, 3, 28, 28))[0].shape == (1, 4, 32)
