@@ -40,7 +40,8 @@ def dinomaly_specs() -> list[ModelSpec]:
                     "map is 1 - cos, the score the mean of its top 1 %. Built to train one model for all "
                     "categories.",
         defaults={"backbone": DINOMALY_ENCODERS["base"], "image_size": 448, "center_crop": 392, "batch_size": 16,
-                  "max_steps": 5000, "grad_clip": 0.1, "bottleneck_dropout": 0.2, "lr": 2e-3, "final_lr": 2e-4,
+                  "max_steps": 5000, "unified_max_steps": 10000, "grad_clip": 0.1, "bottleneck_dropout": 0.2,
+                  "lr": 2e-3, "final_lr": 2e-4,
                   "warmup_steps": 100, "weight_decay": 1e-4, "mining_final_ratio": 0.9, "mining_ramp_steps": 1000,
                   "easy_gradient_factor": 0.1, "sigma": 4.0, "map_size": 256, "top_ratio": 0.01},
         variants=variants,
