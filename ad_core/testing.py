@@ -47,7 +47,7 @@ from ad_core.metrics import auroc
 from ad_core.plugins import ENTRY_POINT_GROUP, get_registry, register_plugin
 from ad_core.preprocessing import PreProcessor
 from ad_core.runner import preprocessed
-from ad_core.specs import RUN_KEYS, ModelSpec
+from ad_core.specs import UNIFIED_PREFIX, RUN_KEYS, ModelSpec
 from ad_core.training import TrainerOptions, seed_everything, trainer_class
 from ad_core.types import collate
 
@@ -254,7 +254,10 @@ class ModelConformance:
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             return
         config = {**case.spec.config(case.name), **case.overrides}
-        unknown = sorted(set(config) - set(params) - RUN_KEYS)
+        known = set(params) | RUN_KEYS
+        # `unified_<key>` is `<key>`'s default in unified runs: `<key>` must be a parameter or a run key
+        unknown = sorted(k for k in config if k not in known
+                         and not (k.startswith(UNIFIED_PREFIX) and k[len(UNIFIED_PREFIX):] in known))
         assert not unknown, f"{case.name}: {unknown} are neither parameters of {case.spec.factory} nor run keys"
 
     def test_registration_module_imports_no_torch(self) -> None:
