@@ -1,0 +1,3 @@
+"""ad-foundation: foundation-paradigm anomaly detection models for ad-core."""
+
+__version__ = "0.1.0"
