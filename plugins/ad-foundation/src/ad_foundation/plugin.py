@@ -34,7 +34,7 @@ def uninet_specs() -> list[ModelSpec]:
                   "alpha": 0.01, "beta": 3e-5, "sigma": 4.0, "image_size": 256, "batch_size": 8,
                   "num_epochs": 100},
         variants={"uninet-r18": {"backbone": "resnet18"}},
-        test_overrides={"uninet": {"backbone": "resnet18", "image_size": 64, "batch_size": 8, "num_epochs": 2}},
+        test_overrides={"uninet": {"backbone": "resnet18", "image_size": 64, "batch_size": 8, "num_epochs": 1}},
     )]
 
 
