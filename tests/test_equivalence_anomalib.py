@@ -24,7 +24,7 @@ MODELS = ("stfpm", "fastflow", "efficientad", "dfm", "dfm-nll", "cfa", "glass", 
 def record(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("equivalence") / "equivalence.json"
     subprocess.run([sys.executable, str(SCRIPT), "--image-size", "256", "--batch", "2", "--json", str(out),
-                    "--models", *MODELS, "supersimplenet"],
+                    "--models", *MODELS, "supersimplenet", "uninet"],
                    check=True, capture_output=True, text=True)
     return json.loads(out.read_text())
 
@@ -63,3 +63,14 @@ def test_glass_same_three_losses_as_anomalib_in_both_projections(record: dict, b
     for key in ("true_loss", "gaus_loss", "focal_loss", "loss"):
         theirs, ours = row[f"{branch}_{key}_anomalib"], row[f"{branch}_{key}_ours"]
         assert abs(theirs - ours) <= 1e-5 * max(1.0, abs(theirs)), (key, theirs, ours)
+
+
+def test_uninet_same_training_forward_loss_and_map_as_anomalib(record: dict) -> None:
+    """Teacher and selected student features, the loss (without anomalib's extra classification head) and the
+    map agree; the image score differs by design (top-k weighted decision), so anomalib's own score rule applied
+    to our map must give its score."""
+    row = record["models"]["uninet"]
+    assert row["features_max_rel_diff"] < 1e-4
+    assert row["loss_rel_diff"] < 1e-5
+    assert row["map_max_abs_diff"] < 1e-5 * max(1.0, row["map_max_abs"])
+    assert row["anomalib_score_rule_on_our_map_max_abs_diff"] < 1e-4
