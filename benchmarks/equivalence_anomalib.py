@@ -567,8 +567,9 @@ def uninet(images: torch.Tensor) -> dict[str, float]:
     teachers_o, students_o = ours(images)
     students_o = ours.selection(students_o, teachers_o)
     loss_ours = float(uninet_loss(students_o, teachers_o, ours.temperature, ours.lambda_weight, ours.margin))
-    features_diff = max(float((a - b).abs().max() / a.abs().max()) for a, b in zip([*teachers_t, *students_t],
-                                                                                  [*teachers_o, *students_o]))
+    # Relative to each tensor's largest value: [source 1-3, target 1-3, selected students 1-6].
+    features_diff = [float((a - b).abs().max() / a.abs().max()) for a, b in zip([*teachers_t, *students_t],
+                                                                               [*teachers_o, *students_o])]
     theirs.eval()
     ours.eval()
     with torch.no_grad():
@@ -577,7 +578,8 @@ def uninet(images: torch.Tensor) -> dict[str, float]:
         blur = GaussianBlur2d(sigma=4.0, kernel_size=(5, 5), channels=1)
         their_rule_on_ours = blur(amap.unsqueeze(1)).flatten(1).amax(dim=1)
     return {
-        "features_max_rel_diff": features_diff,
+        "features_max_rel_diff": max(features_diff),
+        "features_rel_diffs": features_diff,
         "loss_anomalib": loss_theirs,
         "loss_ours": loss_ours,
         "loss_rel_diff": abs(loss_theirs - loss_ours) / max(abs(loss_theirs), 1e-12),
