@@ -27,7 +27,7 @@ def uninet_specs() -> list[ModelSpec]:
         paper=UNINET_PAPER,
         description="Frozen source and trainable target teachers, a student decoder with domain-related feature "
                     "selection, cosine + contrastive loss; weighted top-k decision over six maps.",
-        # temperature 2: the authors' default, used for 11 of the 15 MVTec AD categories (0.1 for transistor,
+        # temperature 2: the authors' default, used for 10 of the 15 MVTec AD categories (0.1 for transistor,
         # pill, cable, bottle, grid); see the README.
         defaults={"backbone": "wide_resnet50_2", "temperature": 2.0, "lambda_weight": 0.7, "margin": 1.0,
                   "feature_selection": True, "lr": 5e-3, "target_lr": 1e-6, "weight_decay": 1e-5,
