@@ -29,7 +29,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any
@@ -180,9 +180,15 @@ def registration_module(plugin: str, module: object | None = None) -> str:
     raise LookupError(f"no {ENTRY_POINT_GROUP!r} entry point named {plugin!r}")
 
 
-def conformance_suite(plugin: str, module: object | None = None) -> type:
-    """A pytest test class running every check on every model and variant `plugin` registers."""
+def conformance_suite(plugin: str, module: object | None = None, models: Collection[str] | None = None) -> type:
+    """A pytest test class running every check on every model and variant `plugin` registers (with `models`,
+    only those models and their variants: a plugin may keep each model's conformance in its own test file)."""
     cases = conformance_cases(plugin, module)
+    if models is not None:
+        unknown = sorted(set(models) - {c.spec.name for c in cases})
+        if unknown:
+            raise LookupError(f"plugin {plugin!r} registers no model {unknown}")
+        cases = [c for c in cases if c.spec.name in models]
     module_name = registration_module(plugin, module)
 
     @pytest.fixture(scope="class", autouse=True)

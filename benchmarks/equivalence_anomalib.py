@@ -586,10 +586,102 @@ def dinomaly(images: torch.Tensor) -> dict[str, float]:
 
 
 
+def _uninet_state(theirs) -> dict[str, torch.Tensor]:
+    """anomalib's UniNet state under our names: teachers as they are, the bottleneck's fusion convolutions into
+    `fuse1`/`fuse2`, each block's 3x3 branch (`conv3x3`, `bn2`, `conv3x3_`, `bn5`) and biased branch
+    (`conv7x7`, `bn4`, `conv7x7_`, `bn6`; 3x3 after the authors' merge at initialisation) into `plain`/`biased`,
+    the decoder's `layerN` into `stages.N-1`, `thetaN` into `thetas.N-1`. Their unused `conv4`, `bn4` and
+    per-block `bn7` (and the `fc` of their classification head) have no counterpart."""
+    fusion = {"conv1": "fuse1.0", "bn1": "fuse1.1", "conv2": "fuse1.3", "bn2": "fuse1.4", "conv3": "fuse2.0",
+              "bn3": "fuse2.1"}
+    block = {"conv3x3": "plain.0", "bn2": "plain.1", "conv3x3_": "plain.3", "bn5": "plain.4", "conv7x7": "biased.0",
+             "bn4": "biased.1", "conv7x7_": "biased.3", "bn6": "biased.4", "conv3": "expand", "bn3": "bn",
+             "downsample": "downsample"}
+    state = {}
+    for key, value in theirs.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "teachers":
+            owner = {"source_teacher": "source.model", "target_teacher": "target.model"}[parts[1]]
+            state[f"{owner}.{'.'.join(parts[2:])}"] = value
+        elif parts[0] == "bottleneck" and parts[1] == "bn_layer":  # bn_layer.0.<block>.<module>...
+            if parts[4] in block:
+                state[f"bottleneck.embed.{parts[3]}.{block[parts[4]]}.{'.'.join(parts[5:])}"] = value
+        elif parts[0] == "bottleneck" and parts[1] in fusion:
+            state[f"bottleneck.{fusion[parts[1]]}.{'.'.join(parts[2:])}"] = value
+        elif parts[0] == "student":
+            state[f"student.stages.{int(parts[1][len('layer'):]) - 1}.{'.'.join(parts[2:])}"] = value
+        elif parts[0] == "dfs":
+            state[f"selection.thetas.{int(parts[1][len('theta'):]) - 1}"] = value
+    return state
+
+
+def uninet(images: torch.Tensor) -> dict[str, float]:
+    """UniNet on Wide-ResNet-50-2 with anomalib's bottleneck width (64 per group; the authors' 128 is ours by
+    default) and its temperature (0.1; the authors' default 2 is ours). The training forward (teacher and
+    student features after feature selection), the loss without anomalib's extra classification head, and the
+    anomaly map must agree. The image score differs by design: anomalib takes the maximum of a 5x5-kernel blur of
+    the map, the authors' weighted decision (ours) the mean of its top k pixels after a sigma-4 blur; the
+    script checks anomalib's score against its own rule applied to our map."""
+    import torchvision
+    from anomalib.models.components.filters import GaussianBlur2d
+    from anomalib.models.image.uninet import torch_model
+    from anomalib.models.image.uninet.components import UniNetLoss
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from ad_foundation.uninet import UniNet, uninet_loss
+
+    def random_teacher(backbone: str):  # anomalib downloads ImageNet weights here; offline, random ones
+        model = getattr(torchvision.models, backbone)(weights=None)
+        return create_feature_extractor(model, return_nodes=["layer3", "layer2", "layer1"])
+
+    torch_model.Teachers._get_teacher = staticmethod(random_teacher)
+    theirs = torch_model.UniNetModel("wide_resnet50_2", "wide_resnet50_2", UniNetLoss(temperature=0.1))
+    ours = UniNet(pretrained=False, temperature=0.1, bottleneck_base_width=64)
+    missing, unexpected = ours.load_state_dict(_uninet_state(theirs), strict=False)
+    assert missing == ["fitted"] and not unexpected, (missing, unexpected)  # `fitted`: the core's own flag
+    labels = torch.zeros(len(images))
+    theirs.train()
+    theirs.teachers.source_teacher.eval()  # the authors keep the source teacher in eval mode while training
+    ours.train()
+    teachers_t, bottleneck_in = theirs.teachers(images)
+    decoded = theirs.student(theirs.bottleneck(bottleneck_in))
+    halves = [d.chunk(2) for d in decoded]
+    students_t = theirs._feature_selection(teachers_t, [h[0] for h in halves] + [h[1] for h in halves])
+    loss_theirs = float(theirs._compute_loss(students_t, teachers_t, label=labels))
+    head = theirs.avgpool(decoded[0]).flatten(1)
+    logits = theirs.fc(head).squeeze().chunk(2)
+    bce_head = float(theirs.bce_loss(logits[0], labels) + theirs.bce_loss(logits[1], labels))
+    teachers_o, students_o = ours(images)
+    students_o = ours.selection(students_o, teachers_o)
+    loss_ours = float(uninet_loss(students_o, teachers_o, ours.temperature, ours.lambda_weight, ours.margin))
+    # Relative to each tensor's largest value: [source 1-3, target 1-3, selected students 1-6].
+    features_diff = [float((a - b).abs().max() / a.abs().max()) for a, b in zip([*teachers_t, *students_t],
+                                                                               [*teachers_o, *students_o])]
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        out = theirs(images)
+        score, amap = ours.compute(images)
+        blur = GaussianBlur2d(sigma=4.0, kernel_size=(5, 5), channels=1)
+        their_rule_on_ours = blur(amap.unsqueeze(1)).flatten(1).amax(dim=1)
+    return {
+        "features_max_rel_diff": max(features_diff),
+        "features_rel_diffs": features_diff,
+        "loss_anomalib": loss_theirs,
+        "loss_ours": loss_ours,
+        "loss_rel_diff": abs(loss_theirs - loss_ours) / max(abs(loss_theirs), 1e-12),
+        "anomalib_classification_head_bce": bce_head,
+        "map_max_abs_diff": float((out.anomaly_map - amap).abs().max()),
+        "map_max_abs": float(amap.abs().max()),
+        "anomalib_score_rule_on_our_map_max_abs_diff": float((out.pred_score.flatten() - their_rule_on_ours).abs().max()),
+        "score_max_abs_diff_by_design": float((out.pred_score.flatten() - score).abs().max()),
+    }
+
+
 CHECKS = {"stfpm": stfpm, "fastflow": fastflow, "efficientad": efficientad, "dfm": dfm, "dfm-nll": dfm_nll,
           "cfa": cfa,
           "supersimplenet": supersimplenet, "glass": glass,
-          "ganomaly": ganomaly, "draem": draem, "dinomaly": dinomaly}
+          "ganomaly": ganomaly, "draem": draem, "dinomaly": dinomaly, "uninet": uninet}
 
 
 def main() -> None:
@@ -611,7 +703,7 @@ def main() -> None:
         check = CHECKS[name]
         torch.manual_seed(args.seed)
         record["models"][name] = row = check(images)
-        if "loss_anomalib" not in row:
+        if "loss_anomalib" not in row or "score_max_abs_diff" not in row:
             print(f"{name:11s} " + "; ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
                                              for key, value in row.items()))
             continue

@@ -13,3 +13,10 @@ sys.path.insert(0, str(EXAMPLE_SRC))  # the example is not installed in the test
 from adcore_pixelstats import plugin  # noqa: E402
 
 TestPixelStatsConformance = conformance_suite(plugin="adcore-pixelstats", module=plugin)
+
+
+def test_a_suite_restricted_to_an_unregistered_model_is_a_clear_error() -> None:
+    import pytest
+
+    with pytest.raises(LookupError, match="registers no model"):
+        conformance_suite(plugin="adcore-pixelstats", module=plugin, models=["not-a-model"])

@@ -11,6 +11,8 @@ public ones:
 - coreset: `greedy_coreset`, `sparse_random_projection`; knn: `knn_search`, `nearest_neighbours`, `build_search_index`
 - kmeans: `fit_kmeans`, `kmeans_plus_plus`; pca: `fit_pca`, `PCAFit`
 - losses: `ssim`, `ssim_loss`, `focal_loss`
+- reverse_decoder: `OneClassBottleneck`, `ReverseDecoder`, `resnet_layout`, `DECODER_BLOCKS`, `init_weights`
+  (the reverse-distillation bottleneck and student)
 - synthesis: Perlin noise and masks, texture sources, blending, feature noise
 """
 
@@ -42,6 +44,11 @@ _HOMES = {
     "ssim": "losses",
     "ssim_loss": "losses",
     "focal_loss": "losses",
+    "OneClassBottleneck": "reverse_decoder",
+    "ReverseDecoder": "reverse_decoder",
+    "init_weights": "reverse_decoder",
+    "resnet_layout": "reverse_decoder",
+    "DECODER_BLOCKS": "reverse_decoder",
     "TextureSource": "synthesis",
     "TextureSourceError": "synthesis",
     "blend_anomaly": "synthesis",

@@ -5,14 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from ad_kd.reverse_distillation import (
-    DecoderBasicBlock,
-    DecoderBottleneck,
-    ReverseDistillation,
-    reconstruction_loss,
-)
+from ad_kd.reverse_distillation import ReverseDistillation, reconstruction_loss
 
 from ad_core.components.maps import gaussian_blur
+from ad_core.components.reverse_decoder import DecoderBasicBlock, DecoderBottleneck
 from ad_core.training import TrainingPlan
 
 PLAN = TrainingPlan(total_steps=20, steps_per_epoch=20, num_epochs=1, max_steps=None)
