@@ -17,7 +17,6 @@ import torch
 from ad_core import set_globals, train, train_models
 from ad_core.building import resolve_config
 from ad_core.data import write_demo_dataset
-from ad_core.plugins import UnknownModelError
 from ad_core.settings import settings
 from ad_core.types import Batch
 
@@ -164,12 +163,6 @@ def test_seed_dinomaly_call_trains(seed_dirs) -> None:
                    pretrained=False, image_size=64, center_crop=56, batch_size=4,
                    vit_overrides={"depth": 10, "embed_dim": 32, "num_heads": 2})
     assert run.model == "dinomaly-base-224"
-
-
-@pytest.mark.parametrize("name", ["uninet"])
-def test_models_not_built_yet_are_a_clear_error(seed_dirs, name: str) -> None:
-    with pytest.raises(UnknownModelError, match=name):
-        train("mvtec", "bottle", name, num_epochs=15)
 
 
 def test_set_globals_of_section_11_1(seed_dirs, capsys) -> None:
