@@ -37,6 +37,33 @@ def test_perlin_value_equals_the_hand_computed_blend() -> None:
     assert math.isclose(float(noise[1, 2]), math.sqrt(2) * (top + ty * (bottom - top)), rel_tol=1e-6)
 
 
+def reference_perlin(shape: tuple[int, int], gradients: torch.Tensor) -> list[list[float]]:
+    """Perlin noise pixel by pixel in Python floats: pixel (y, x) sits at (y * res_y / H, x * res_x / W)."""
+    (height, width), res_y, res_x = shape, gradients.shape[0] - 1, gradients.shape[1] - 1
+    smooth = lambda t: t * t * t * (t * (t * 6 - 15) + 10)  # noqa: E731
+    out = []
+    for y in range(height):
+        row = []
+        for x in range(width):
+            cy, cx = y * res_y // height, x * res_x // width
+            fy, fx = y * res_y / height - cy, x * res_x / width - cx
+            dot = {(dy, dx): float(gradients[cy + dy, cx + dx, 0]) * (fy - dy)
+                   + float(gradients[cy + dy, cx + dx, 1]) * (fx - dx) for dy in (0, 1) for dx in (0, 1)}
+            top = dot[0, 0] + smooth(fx) * (dot[0, 1] - dot[0, 0])
+            bottom = dot[1, 0] + smooth(fx) * (dot[1, 1] - dot[1, 0])
+            row.append(math.sqrt(2) * (top + smooth(fy) * (bottom - top)))
+        out.append(row)
+    return out
+
+
+def test_perlin_matches_the_pixelwise_reference_when_the_lattice_does_not_divide_the_image() -> None:
+    angles = 2 * math.pi * torch.rand(4, 6, generator=generator(7))
+    gradients = torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1)
+    noise = perlin_from_gradients((11, 13), gradients)  # 3 x 5 cells over 11 x 13 pixels
+    assert noise.dtype == torch.float32
+    torch.testing.assert_close(noise, torch.tensor(reference_perlin((11, 13), gradients)), atol=1e-6, rtol=0)
+
+
 def test_perlin_noise_is_zero_on_the_lattice_bounded_and_seeded() -> None:
     noise = perlin_noise((32, 48), (4, 6), generator(1))
     assert noise.shape == (32, 48)
