@@ -11,7 +11,8 @@ public ones:
 - coreset: `greedy_coreset`, `sparse_random_projection`; knn: `knn_search`, `nearest_neighbours`, `build_search_index`
 - kmeans: `fit_kmeans`, `kmeans_plus_plus`; pca: `fit_pca`, `PCAFit`
 - losses: `ssim`, `ssim_loss`, `focal_loss`
-- synthesis: Perlin noise and masks, texture sources, blending, feature noise
+- synthesis: Perlin noise and masks, texture sources, blending, feature noise, the image operations of
+  texture augmentations (`rotate`, `equalize`, `autocontrast`, `grayscale`, `rgb_to_hsv`, `hsv_to_rgb`, `shift_hue`)
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ _HOMES = {
     "perlin_noise": "synthesis",
     "procedural_texture": "synthesis",
     "restrict_to_foreground": "synthesis",
+    "rotate": "synthesis",
+    "equalize": "synthesis",
+    "autocontrast": "synthesis",
+    "grayscale": "synthesis",
+    "rgb_to_hsv": "synthesis",
+    "hsv_to_rgb": "synthesis",
+    "shift_hue": "synthesis",
 }
 
 __all__ = sorted(_HOMES)

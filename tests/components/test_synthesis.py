@@ -11,12 +11,19 @@ from PIL import Image
 from ad_core.components.synthesis import (
     TextureSource,
     TextureSourceError,
+    autocontrast,
     blend_anomaly,
+    equalize,
     feature_noise,
+    grayscale,
+    hsv_to_rgb,
     perlin_from_gradients,
     perlin_mask,
     perlin_noise,
     restrict_to_foreground,
+    rgb_to_hsv,
+    rotate,
+    shift_hue,
 )
 from ad_core.components.synthesis.perlin import fade
 
@@ -128,3 +135,21 @@ def test_procedural_fallback_gives_seeded_textures_in_unit_range() -> None:
     texture = source.sample((32, 32), generator(4))
     assert texture.shape == (3, 32, 32) and float(texture.min()) == 0.0 and float(texture.max()) == 1.0
     assert torch.equal(texture, source.sample((32, 32), generator(4)))
+
+
+def test_image_operations_of_texture_augmentation() -> None:
+    image = torch.rand(3, 16, 16, generator=generator(2))
+    torch.testing.assert_close(hsv_to_rgb(rgb_to_hsv(image)), image, atol=1e-5, rtol=0)
+    red = torch.zeros(3, 1, 1)
+    red[0] = 1.0
+    torch.testing.assert_close(shift_hue(red, 120.0)[:, 0, 0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(rotate(image, 0.0), image, atol=1e-5, rtol=0)
+    quarter = rotate(image, 90.0)  # a quarter turn of a square image moves pixels without loss (up to the corners)
+    assert torch.allclose(quarter, torch.rot90(image, 1, (1, 2)), atol=1e-4) or \
+        torch.allclose(quarter, torch.rot90(image, -1, (1, 2)), atol=1e-4)
+    stretched = autocontrast(0.25 + 0.5 * image)
+    assert torch.allclose(stretched.amin(dim=(1, 2)), torch.zeros(3)) and torch.allclose(stretched.amax(dim=(1, 2)),
+                                                                                          torch.ones(3))
+    flat = equalize(image)
+    assert flat.shape == image.shape and float(flat.max()) == 1.0
+    torch.testing.assert_close(grayscale(image)[0], 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])

@@ -11,13 +11,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ad_core.components.losses import focal_loss, ssim_loss
-from ad_core.components.synthesis import TextureSource
+from ad_core.components.synthesis import TextureSource, hsv_to_rgb, rgb_to_hsv
 from ad_recon.draem import Draem, pooled_max
 from ad_recon.draem_synthesis import (
     DraemSynthesis,
     augment_texture,
-    hsv_to_rgb,
-    rgb_to_hsv,
     rotated_perlin_mask,
     shift_hue_and_saturation,
 )

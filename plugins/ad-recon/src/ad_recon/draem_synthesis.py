@@ -2,16 +2,15 @@
 
 Per training image: with probability `rotation_probability` (0.3 in the authors' code) the image itself is first
 rotated by an angle in [-90°, 90°] (zeros outside the rotated frame; it is then also the reconstruction's target);
-with probability `anomaly_probability` (0.5 in the authors' code; the rest stay normal with an empty mask) a texture from the anomaly source (a texture folder, DTD in the paper; else the core's procedural
-fallback) is altered by three distinct random augmentations out of ten (the authors draw three of their imgaug
-list); a Perlin noise with 2^k cells per axis (k in [0, 6)) is rotated by an angle in [-90°, 90°] and thresholded at
+with probability `anomaly_probability` (0.5 in the authors' code; the rest stay normal with an empty mask) a
+texture from the anomaly source (a texture folder, DTD in the paper; else the core's procedural fallback) is
+altered by three distinct random augmentations out of ten (the authors draw three of their imgaug list); a Perlin noise with 2^k cells per axis (k in [0, 6)) is rotated by an angle in [-90°, 90°] and thresholded at
 0.5 into the mask; inside the mask the texture is blended over the image, the image keeping a share beta drawn in
 [0, 0.8). Every draw comes from the generator it is given.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -26,59 +25,13 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand((), generator=generator))
 
 
-def rotate(image: torch.Tensor, degrees: float) -> torch.Tensor:
-    """[C, H, W] rotated about its centre, zeros where the rotated frame leaves the image (imgaug's Affine)."""
-    theta = math.radians(degrees)
-    matrix = torch.tensor([[math.cos(theta), -math.sin(theta), 0.0], [math.sin(theta), math.cos(theta), 0.0]],
-                          dtype=image.dtype).unsqueeze(0)
-    grid = F.affine_grid(matrix, [1, *image.shape], align_corners=False)
-    return F.grid_sample(image.unsqueeze(0), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-
-
-def equalize(image: torch.Tensor) -> torch.Tensor:
-    """Histogram equalisation per channel on 256 levels (PIL's ImageOps.equalize)."""
-    levels = (image * 255).round().long().clamp(0, 255)
-    out = []
-    for channel in levels:
-        cdf = torch.bincount(channel.flatten(), minlength=256).cumsum(0).float()
-        low = cdf[cdf > 0][0]
-        lut = ((cdf - low) / (cdf[-1] - low).clamp_min(1) * 255).clamp(0, 255)
-        out.append(lut[channel] / 255)
-    return torch.stack(out)
-
-
-def autocontrast(image: torch.Tensor) -> torch.Tensor:
-    """Each channel stretched to the full [0, 1] range."""
-    low = image.amin(dim=(1, 2), keepdim=True)
-    high = image.amax(dim=(1, 2), keepdim=True)
-    return (image - low) / (high - low).clamp_min(1e-6)
-
-
-def rgb_to_hsv(image: torch.Tensor) -> torch.Tensor:
-    """[3, H, W] RGB in [0, 1] -> HSV [3, H, W]: hue in degrees [0, 360), saturation and value in [0, 1]."""
-    value, argmax = image.max(dim=0)
-    delta = value - image.min(dim=0).values
-    safe = delta.clamp_min(1e-12)
-    red, green, blue = image.unbind(0)
-    hue = torch.stack(((green - blue) / safe, (blue - red) / safe + 2, (red - green) / safe + 4))
-    hue = torch.where(delta > 0, (60 * hue.gather(0, argmax.unsqueeze(0))[0]) % 360, torch.zeros_like(value))
-    return torch.stack((hue, torch.where(value > 0, delta / value.clamp_min(1e-12), torch.zeros_like(value)), value))
-
-
-def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """HSV [3, H, W] (hue in degrees) -> RGB [3, H, W] in [0, 1]."""
-    hue, saturation, value = hsv.unbind(0)
-    k = (torch.tensor([5.0, 3.0, 1.0], dtype=hsv.dtype).view(3, 1, 1) + hue / 60) % 6
-    return value - value * saturation * torch.minimum(k, 4 - k).clamp(0, 1)
-
-
 def shift_hue_and_saturation(image: torch.Tensor, hue_shift: float, saturation_shift: float) -> torch.Tensor:
     """imgaug's AddToHueAndSaturation: `hue_shift` and `saturation_shift` in imgaug's units (-255..255) added
     to the hue (projected to an angle: 255 units = 360 degrees) and to the saturation (clipped to [0, 255])."""
-    hue, saturation, value = rgb_to_hsv(image).unbind(0)
+    hue, saturation, value = C.rgb_to_hsv(image).unbind(0)
     hue = (hue + hue_shift * 360 / 255) % 360
     saturation = (saturation + saturation_shift / 255).clamp(0, 1)
-    return hsv_to_rgb(torch.stack((hue, saturation, value)))
+    return C.hsv_to_rgb(torch.stack((hue, saturation, value)))
 
 
 def sharpen(image: torch.Tensor, factor: float) -> torch.Tensor:
@@ -103,9 +56,9 @@ def texture_augmentations(generator: torch.Generator) -> list[Callable[[torch.Te
         lambda x: torch.where(x >= threshold, 1 - x, x),  # Solarize
         lambda x: torch.floor(x * (step - 1e-6)) / (step - 1),  # Posterize
         lambda x: 1 - x,  # Invert
-        autocontrast,  # pillike.Autocontrast
-        equalize,  # pillike.Equalize
-        lambda x: rotate(x, angle),  # Affine(rotate=(-45, 45))
+        C.autocontrast,  # pillike.Autocontrast
+        C.equalize,  # pillike.Equalize
+        lambda x: C.rotate(x, angle),  # Affine(rotate=(-45, 45))
     ]
 
 
@@ -122,7 +75,7 @@ def rotated_perlin_mask(size: tuple[int, int], generator: torch.Generator, min_s
     """DRAEM's mask [H, W] in {0, 1}: Perlin noise (2^k cells per axis) rotated in [-90°, 90°], thresholded."""
     exponents = torch.randint(min_scale, max_scale, (2,), generator=generator)
     noise = C.perlin_noise(size, (2 ** int(exponents[0]), 2 ** int(exponents[1])), generator)
-    noise = rotate(noise.unsqueeze(0), _uniform(generator, -90, 90))[0]
+    noise = C.rotate(noise.unsqueeze(0), _uniform(generator, -90, 90))[0]
     return (noise > threshold).float()
 
 
@@ -143,7 +96,7 @@ class DraemSynthesis:
         """(training image, augmented image, mask) for one normal image [3, H, W]."""
         size = (int(image.shape[-2]), int(image.shape[-1]))
         if float(torch.rand((), generator=generator)) < self.rotation_probability:
-            image = rotate(image, _uniform(generator, -90, 90))  # the authors' rotation of the training image
+            image = C.rotate(image, _uniform(generator, -90, 90))  # the authors' rotation of the training image
         if float(torch.rand((), generator=generator)) >= self.anomaly_probability:
             return image, image, image.new_zeros(size)
         texture = augment_texture(self.source.sample(size, generator), generator)
