@@ -35,14 +35,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--texture-dir", default=None)
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--train-backbone", action="store_true",
+                        help="GLASS: anomalib's pre_trained=False, which also trains the backbone; by default the "
+                             "(random) backbone stays frozen, as in ours and the paper's runs")
     parser.add_argument("--draem-widths", type=int, nargs=2, default=None, metavar=("RECON", "DISCR"),
                         help="DRAEM's base widths (anomalib hard-codes the paper's 128 and 64)")
     args = parser.parse_args()
 
     import torch
     import torchvision  # noqa: F401  (part of the import floor, as on our side)
-    import timm  # noqa: F401
+    import timm
     floor = peak_rss_mb()
+    create = timm.create_model  # offline: every timm backbone gets random weights (before anomalib imports timm)
+    timm.create_model = lambda *a, **kw: create(*a, **{**kw, "pretrained": False})
     from anomalib.data import MVTecAD
     from anomalib.engine import Engine
     from anomalib.models import Draem, Glass
@@ -62,7 +67,8 @@ def main() -> None:
                                                                              base_width=discr)
     else:
         model = Glass(input_shape=size, anomaly_source_path=args.texture_dir, backbone=args.backbone,
-                      pre_trained=False, visualizer=False, pre_processor=Glass.configure_pre_processor(image_size=size))
+                      pre_trained=not args.train_backbone, visualizer=False,
+                      pre_processor=Glass.configure_pre_processor(image_size=size))
     data = MVTecAD(root=args.root, category=args.category, train_batch_size=args.batch_size,
                    eval_batch_size=args.batch_size, num_workers=0, seed=args.seed)
     with tempfile.TemporaryDirectory() as workdir:
@@ -78,7 +84,8 @@ def main() -> None:
                       "pixel_AUROC": float(metrics["pixel_AUROC"]), "fit_s": fit_s,
                       "test_img_s": len(data.test_data) / test_s, "peak_rss_MB": peak_rss_mb(),
                       "import_floor_MB": floor, "threads": args.threads, "epochs": args.epochs,
-                      "texture_dir": args.texture_dir}))
+                      "texture_dir": args.texture_dir,
+                      "train_backbone": args.train_backbone}))
 
 
 if __name__ == "__main__":
