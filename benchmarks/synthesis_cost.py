@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """What anomaly synthesis costs per image: milliseconds of the core's Perlin mask and procedural texture and of
-one DRAEM / GLASS synthetic anomaly, at a given size (256 px by default).
+one DRAEM anomaly / GLASS LAS mask and augmented texture, at a given size (256 px by default).
 
 Median wall ms and mean CPU ms over `--repeats` draws after one warm-up draw, on `--threads` torch threads (one by
 default: the ops are small, and on a shared CPU extra threads mostly wait for each other). Example:
@@ -20,6 +20,8 @@ import torch
 
 from ad_core.components.synthesis import TextureSource, perlin_mask, procedural_texture
 from ad_recon.draem_synthesis import DraemSynthesis
+from ad_synth.glass import las_mask
+from ad_synth.glass_textures import augment_las_texture
 
 
 def timed(draw: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -49,12 +51,14 @@ def main() -> None:
         "perlin_mask (core)": lambda: perlin_mask(size, generator),
         "procedural_texture (core)": lambda: procedural_texture(size, generator),
         f"DRAEM anomaly ({texture_kind})": lambda: draem.one(image, generator),
+        f"GLASS LAS mask + texture ({texture_kind})": lambda: (
+            las_mask(size, generator), augment_las_texture(draem.source.sample(size, generator), generator)),
     }
     print(f"{args.size} px, {args.threads} thread(s), {args.repeats} draws each")
-    print(f"{'what':<40} {'wall ms (median)':>16} {'CPU ms (mean)':>14}")
+    print(f"{'what':<46} {'wall ms (median)':>16} {'CPU ms (mean)':>14}")
     for name, draw in cases.items():
         wall, cpu = timed(draw, args.repeats)
-        print(f"{name:<40} {wall:>16.2f} {cpu:>14.2f}")
+        print(f"{name:<46} {wall:>16.2f} {cpu:>14.2f}")
 
 
 if __name__ == "__main__":
