@@ -4,9 +4,10 @@ Per training image: with probability `rotation_probability` (0.3 in the authors'
 rotated by an angle in [-90°, 90°] (zeros outside the rotated frame; it is then also the reconstruction's target);
 with probability `anomaly_probability` (0.5 in the authors' code; the rest stay normal with an empty mask) a
 texture from the anomaly source (a texture folder, DTD in the paper; else the core's procedural fallback) is
-altered by three distinct random augmentations out of ten (the authors draw three of their imgaug list); a Perlin noise with 2^k cells per axis (k in [0, 6)) is rotated by an angle in [-90°, 90°] and thresholded at
-0.5 into the mask; inside the mask the texture is blended over the image, the image keeping a share beta drawn in
-[0, 0.8). Every draw comes from the generator it is given.
+altered by three distinct random augmentations out of ten (the authors draw three of their imgaug list); a Perlin
+noise with 2^k cells per axis (k in [0, 6)) is rotated by an angle in [-90°, 90°] and thresholded at 0.5 into the
+mask; inside the mask the texture is blended over the image, the image keeping a share beta drawn in [0, 0.8).
+Every draw comes from the generator it is given.
 """
 
 from __future__ import annotations
