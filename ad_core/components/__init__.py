@@ -13,7 +13,8 @@ public ones:
 - losses: `ssim`, `ssim_loss`, `focal_loss`
 - reverse_decoder: `OneClassBottleneck`, `ReverseDecoder`, `resnet_layout`, `DECODER_BLOCKS`, `init_weights`
   (the reverse-distillation bottleneck and student)
-- synthesis: Perlin noise and masks, texture sources, blending, feature noise
+- synthesis: Perlin noise and masks, texture sources, blending, feature noise, the image operations of
+  texture augmentations (`rotate`, `equalize`, `autocontrast`, `grayscale`, `rgb_to_hsv`, `hsv_to_rgb`, `shift_hue`)
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ _HOMES = {
     "perlin_noise": "synthesis",
     "procedural_texture": "synthesis",
     "restrict_to_foreground": "synthesis",
+    "rotate": "synthesis",
+    "equalize": "synthesis",
+    "autocontrast": "synthesis",
+    "grayscale": "synthesis",
+    "rgb_to_hsv": "synthesis",
+    "hsv_to_rgb": "synthesis",
+    "shift_hue": "synthesis",
 }
 
 __all__ = sorted(_HOMES)

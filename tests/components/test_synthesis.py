@@ -11,12 +11,19 @@ from PIL import Image
 from ad_core.components.synthesis import (
     TextureSource,
     TextureSourceError,
+    autocontrast,
     blend_anomaly,
+    equalize,
     feature_noise,
+    grayscale,
+    hsv_to_rgb,
     perlin_from_gradients,
     perlin_mask,
     perlin_noise,
     restrict_to_foreground,
+    rgb_to_hsv,
+    rotate,
+    shift_hue,
 )
 from ad_core.components.synthesis.perlin import fade
 
@@ -35,6 +42,33 @@ def test_perlin_value_equals_the_hand_computed_blend() -> None:
     top = dots[0, 0] + tx * (dots[0, 1] - dots[0, 0])
     bottom = dots[1, 0] + tx * (dots[1, 1] - dots[1, 0])
     assert math.isclose(float(noise[1, 2]), math.sqrt(2) * (top + ty * (bottom - top)), rel_tol=1e-6)
+
+
+def reference_perlin(shape: tuple[int, int], gradients: torch.Tensor) -> list[list[float]]:
+    """Perlin noise pixel by pixel in Python floats: pixel (y, x) sits at (y * res_y / H, x * res_x / W)."""
+    (height, width), res_y, res_x = shape, gradients.shape[0] - 1, gradients.shape[1] - 1
+    smooth = lambda t: t * t * t * (t * (t * 6 - 15) + 10)  # noqa: E731
+    out = []
+    for y in range(height):
+        row = []
+        for x in range(width):
+            cy, cx = y * res_y // height, x * res_x // width
+            fy, fx = y * res_y / height - cy, x * res_x / width - cx
+            dot = {(dy, dx): float(gradients[cy + dy, cx + dx, 0]) * (fy - dy)
+                   + float(gradients[cy + dy, cx + dx, 1]) * (fx - dx) for dy in (0, 1) for dx in (0, 1)}
+            top = dot[0, 0] + smooth(fx) * (dot[0, 1] - dot[0, 0])
+            bottom = dot[1, 0] + smooth(fx) * (dot[1, 1] - dot[1, 0])
+            row.append(math.sqrt(2) * (top + smooth(fy) * (bottom - top)))
+        out.append(row)
+    return out
+
+
+def test_perlin_matches_the_pixelwise_reference_when_the_lattice_does_not_divide_the_image() -> None:
+    angles = 2 * math.pi * torch.rand(4, 6, generator=generator(7))
+    gradients = torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1)
+    noise = perlin_from_gradients((11, 13), gradients)  # 3 x 5 cells over 11 x 13 pixels
+    assert noise.dtype == torch.float32
+    torch.testing.assert_close(noise, torch.tensor(reference_perlin((11, 13), gradients)), atol=1e-6, rtol=0)
 
 
 def test_perlin_noise_is_zero_on_the_lattice_bounded_and_seeded() -> None:
@@ -101,3 +135,21 @@ def test_procedural_fallback_gives_seeded_textures_in_unit_range() -> None:
     texture = source.sample((32, 32), generator(4))
     assert texture.shape == (3, 32, 32) and float(texture.min()) == 0.0 and float(texture.max()) == 1.0
     assert torch.equal(texture, source.sample((32, 32), generator(4)))
+
+
+def test_image_operations_of_texture_augmentation() -> None:
+    image = torch.rand(3, 16, 16, generator=generator(2))
+    torch.testing.assert_close(hsv_to_rgb(rgb_to_hsv(image)), image, atol=1e-5, rtol=0)
+    red = torch.zeros(3, 1, 1)
+    red[0] = 1.0
+    torch.testing.assert_close(shift_hue(red, 120.0)[:, 0, 0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(rotate(image, 0.0), image, atol=1e-5, rtol=0)
+    quarter = rotate(image, 90.0)  # a quarter turn of a square image moves pixels without loss (up to the corners)
+    assert torch.allclose(quarter, torch.rot90(image, 1, (1, 2)), atol=1e-4) or \
+        torch.allclose(quarter, torch.rot90(image, -1, (1, 2)), atol=1e-4)
+    stretched = autocontrast(0.25 + 0.5 * image)
+    assert torch.allclose(stretched.amin(dim=(1, 2)), torch.zeros(3)) and torch.allclose(stretched.amax(dim=(1, 2)),
+                                                                                          torch.ones(3))
+    flat = equalize(image)
+    assert flat.shape == image.shape and float(flat.max()) == 1.0
+    torch.testing.assert_close(grayscale(image)[0], 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])

@@ -11,9 +11,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ad_core.components.losses import focal_loss, ssim_loss
-from ad_core.components.synthesis import TextureSource
+from ad_core.components.synthesis import TextureSource, hsv_to_rgb, rgb_to_hsv
 from ad_recon.draem import Draem, pooled_max
-from ad_recon.draem_synthesis import DraemSynthesis, augment_texture, rotated_perlin_mask
+from ad_recon.draem_synthesis import (
+    DraemSynthesis,
+    augment_texture,
+    rotated_perlin_mask,
+    shift_hue_and_saturation,
+)
 
 
 def tiny(**kwargs) -> Draem:
@@ -63,16 +68,45 @@ def test_prediction_map_is_the_anomalous_class_probability() -> None:
 
 def test_synthesis_changes_images_only_inside_binary_masks_and_is_seeded() -> None:
     images = torch.rand(6, 3, 64, 64)
-    synthesis = DraemSynthesis(TextureSource(None), anomaly_probability=1.0)
-    augmented, masks = synthesis(images, torch.Generator().manual_seed(3))
+    synthesis = DraemSynthesis(TextureSource(None), anomaly_probability=1.0, rotation_probability=0.0)
+    clean, augmented, masks = synthesis(images, torch.Generator().manual_seed(3))
+    assert torch.equal(clean, images)
     assert set(masks.unique().tolist()) <= {0.0, 1.0} and masks.sum() > 0
     outside = (masks == 0).unsqueeze(1).expand_as(images)
     assert torch.equal(augmented[outside], images[outside])
     assert not torch.equal(augmented, images)
-    again, masks_again = synthesis(images, torch.Generator().manual_seed(3))
+    _, again, masks_again = synthesis(images, torch.Generator().manual_seed(3))
     assert torch.equal(again, augmented) and torch.equal(masks_again, masks)
-    clean, empty = DraemSynthesis(TextureSource(None), anomaly_probability=0.0)(images, torch.Generator())
-    assert torch.equal(clean, images) and empty.sum() == 0
+    normal = DraemSynthesis(TextureSource(None), anomaly_probability=0.0, rotation_probability=0.0)
+    _, unchanged, empty = normal(images, torch.Generator())
+    assert torch.equal(unchanged, images) and empty.sum() == 0
+
+
+def test_training_images_are_rotated_with_the_given_probability_and_stay_the_target() -> None:
+    images = torch.rand(40, 3, 32, 32)
+    synthesis = DraemSynthesis(TextureSource(None), anomaly_probability=0.0, rotation_probability=0.3)
+    clean, augmented, _ = synthesis(images, torch.Generator().manual_seed(0))
+    assert torch.equal(clean, augmented)  # no anomaly: the input is the (possibly rotated) target
+    rotated = [i for i in range(40) if not torch.equal(clean[i], images[i])]
+    assert 4 <= len(rotated) <= 20  # about 30 % of 40
+    corner = clean[rotated][:, :, 0, 0]  # a rotation of more than a few degrees leaves the corner outside the frame
+    assert (corner == 0).float().mean() > 0.5
+    never = DraemSynthesis(TextureSource(None), anomaly_probability=0.0, rotation_probability=0.0)
+    assert torch.equal(never(images, torch.Generator())[0], images)
+    with pytest.raises(ValueError, match="rotation_probability"):
+        DraemSynthesis(TextureSource(None), rotation_probability=1.5)
+
+
+def test_hue_shift_rotates_the_colour_wheel_and_saturation_shift_is_additive() -> None:
+    red = torch.zeros(3, 2, 2)
+    red[0] = 1.0
+    torch.testing.assert_close(rgb_to_hsv(red)[:, 0, 0], torch.tensor([0.0, 1.0, 1.0]))
+    green = shift_hue_and_saturation(red, 255 / 3, 0.0)  # 255 units = 360 degrees: +120 degrees is green
+    torch.testing.assert_close(green[:, 0, 0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-5, rtol=0)
+    pale = shift_hue_and_saturation(red, 0.0, -255 / 2)  # saturation 1 -> 0.5: (1, 0.5, 0.5)
+    torch.testing.assert_close(pale[:, 0, 0], torch.tensor([1.0, 0.5, 0.5]), atol=1e-5, rtol=0)
+    image = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(hsv_to_rgb(rgb_to_hsv(image)), image, atol=1e-5, rtol=0)
 
 
 def test_texture_augmentation_and_masks_stay_in_range() -> None:
@@ -88,7 +122,7 @@ def test_texture_folder_is_used(tmp_path: Path) -> None:
     Image.new("RGB", (16, 16), (255, 0, 0)).save(tmp_path / "red.png")
     synthesis = DraemSynthesis(TextureSource(tmp_path), anomaly_probability=1.0)
     assert not synthesis.source.procedural
-    augmented, masks = synthesis(torch.zeros(4, 3, 32, 32), torch.Generator().manual_seed(0))
+    _, augmented, masks = synthesis(torch.zeros(4, 3, 32, 32), torch.Generator().manual_seed(0))
     assert augmented.shape == (4, 3, 32, 32) and masks.sum() > 0
 
 

@@ -9,6 +9,7 @@ import torch
 
 from ad_core.testing import fit_tiny
 from ad_synth.glass import Glass, las_mask, spectral_distribution, truncated_projection
+from ad_synth.glass_textures import adjust_contrast, adjust_saturation, augment_las_texture, las_texture_operations
 
 TINY = {"backbone": "resnet18", "embed_dim": 64, "discriminator_hidden": 32, "ascent_steps": 5, "batch_size": 4,
         "num_epochs": 1}
@@ -74,3 +75,25 @@ def test_bad_options_are_clear_errors(tmp_path: Path) -> None:
         Glass(backbone="resnet18", pretrained=False, distribution="sphere")
     with pytest.raises(ValueError, match="foreground_dir"):
         Glass(backbone="resnet18", pretrained=False, foreground_dir=str(tmp_path / "missing"))
+
+
+def test_las_textures_get_three_distinct_augmentations_drawn_from_the_seed() -> None:
+    texture = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    outputs = [augment_las_texture(texture, torch.Generator().manual_seed(seed)) for seed in range(6)]
+    assert all(out.shape == texture.shape and out.min() >= 0 and out.max() <= 1 for out in outputs)
+    assert all(not torch.equal(out, texture) for out in outputs)
+    assert torch.equal(outputs[2], augment_las_texture(texture, torch.Generator().manual_seed(2)))
+    assert torch.equal(augment_las_texture(texture, torch.Generator(), count=0), texture)
+    operations = las_texture_operations(torch.Generator().manual_seed(0))
+    assert len(operations) == 9
+    torch.testing.assert_close(operations[3](texture), texture.flip(-1))
+    torch.testing.assert_close(operations[5](texture)[0], 0.299 * texture[0] + 0.587 * texture[1] + 0.114 * texture[2])
+    with pytest.raises(ValueError, match="texture_augmentations"):
+        Glass(backbone="resnet18", pretrained=False, texture_augmentations=10)
+
+
+def test_contrast_and_saturation_follow_torchvision() -> None:
+    image = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
+    grey = 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]
+    torch.testing.assert_close(adjust_contrast(image, 1.2), (1.2 * image - 0.2 * grey.mean()).clamp(0, 1))
+    torch.testing.assert_close(adjust_saturation(image, 0.0), grey.expand(3, -1, -1))

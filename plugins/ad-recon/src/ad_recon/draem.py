@@ -107,7 +107,8 @@ class Draem(AnomalyModel):
 
     def __init__(self, image_size: int | Sequence[int] = 256, anomaly_source_dir: str | Path | None = None,
                  lr: float = 1e-4, lr_milestones: Sequence[float] = (0.8, 0.9), lr_gamma: float = 0.2,
-                 score_pooling: int = 21, anomaly_probability: float = 0.5, reconstructive_width: int = 128,
+                 score_pooling: int = 21, anomaly_probability: float = 0.5, rotation_probability: float = 0.3,
+                 reconstructive_width: int = 128,
                  discriminative_width: int = 64, seed: int = 0, normalize: bool = False) -> None:
         super().__init__()
         if normalize:
@@ -116,7 +117,8 @@ class Draem(AnomalyModel):
         check_multiple("DRAEM", as_size(image_size), STRIDE, STRIDE)
         self.reconstructive = ReconstructiveNetwork(int(reconstructive_width))
         self.discriminative = DiscriminativeNetwork(int(discriminative_width))
-        self.synthesis = DraemSynthesis(C.TextureSource(anomaly_source_dir), float(anomaly_probability))
+        self.synthesis = DraemSynthesis(C.TextureSource(anomaly_source_dir), float(anomaly_probability),
+                                        rotation_probability=float(rotation_probability))
         self.lr, self.lr_milestones, self.lr_gamma = float(lr), tuple(float(m) for m in lr_milestones), float(lr_gamma)
         self.score_pooling, self.seed = int(score_pooling), int(seed)
 
@@ -140,8 +142,8 @@ class Draem(AnomalyModel):
             raise ValueError(f"DRAEM needs at least 2 training images at {height}x{width} px: its U-Net's batch "
                              "norm needs 2 values per channel at the 1x1 bottleneck (use larger images or more)")
         generator = C.seeded_generator(self.seed * 1_000_003 + ctx.step)  # reproducible, and resumable by step
-        augmented, masks = self.synthesis(batch.image, generator)
-        loss, parts = self.loss(batch.image, augmented, masks)
+        images, augmented, masks = self.synthesis(batch.image, generator)
+        loss, parts = self.loss(images, augmented, masks)
         ctx.log(**{f"loss_{k}": v.item() for k, v in parts.items()})
         return loss
 

@@ -75,7 +75,8 @@ def draem_specs() -> list[ModelSpec]:
         description="A reconstructive network restores images with Perlin-masked synthetic anomalies; a "
                     "discriminative U-Net segments them from the input and its reconstruction.",
         defaults={"anomaly_source_dir": None, "lr": 1e-4, "lr_milestones": [0.8, 0.9], "lr_gamma": 0.2,
-                  "score_pooling": 21, "anomaly_probability": 0.5, "reconstructive_width": 128,
+                  "score_pooling": 21, "anomaly_probability": 0.5, "rotation_probability": 0.3,
+                  "reconstructive_width": 128,
                   "discriminative_width": 64, "image_size": 256, "batch_size": 8, "num_epochs": 700,
                   "normalize": False},
         test_overrides={"draem": {"reconstructive_width": 8, "discriminative_width": 8, "image_size": 32,

@@ -9,7 +9,8 @@ one discriminator (a 1024-wide hidden layer, sigmoid output) scores every patch.
   ascent on the discriminator's loss (step 0.001 along the normalised gradient); every 5 steps the distance to the
   normal feature (manifold) or to the centre of the normal features (hypersphere) is clipped into [r, 2r]; target 1
   (BCE);
-- LAS (local anomaly synthesis): the features of the image with a texture blended into it under a Perlin mask
+- LAS (local anomaly synthesis): the features of the image with a texture (altered by 3 of the authors' 9 random
+  augmentations, `ad_synth.glass_textures`) blended into it under a Perlin mask
   (restricted to the foreground when a mask folder is given), target the mask pooled to the patch grid; focal loss
   on the hardest half of the patches. In the hypersphere case the LAS features inside the mask are pushed to a
   distance in [2r, 4r] from the centre.
@@ -31,6 +32,7 @@ from PIL import Image
 from torch import nn
 
 from ad_core.plugin_api import AnomalyModel, BackboneConfig, Batch, StepContext, TrainingPlan, components, gaussian_blur
+from ad_synth.glass_textures import augment_las_texture
 from ad_synth.supersimplenet import IMAGENET_MEAN, IMAGENET_STD
 
 DISTRIBUTIONS = ("auto", "manifold", "hypersphere")
@@ -139,6 +141,7 @@ class Glass(AnomalyModel):
         hard_mining: float = 0.5,
         distribution: str = "auto",
         anomaly_source_dir: str | None = None,
+        texture_augmentations: int = 3,
         foreground_dir: str | None = None,
         lr: float = 1e-4,
         sigma: float = 4.0,
@@ -157,6 +160,10 @@ class Glass(AnomalyModel):
         self.manifold_radius, self.hard_mining = float(manifold_radius), float(hard_mining)
         self.distribution, self.lr, self.sigma, self.seed = distribution, float(lr), float(sigma), int(seed)
         self.textures = components.TextureSource(anomaly_source_dir)
+        if not 0 <= int(texture_augmentations) <= 9:
+            raise ValueError(f"texture_augmentations must be in [0, 9] (of the authors' nine), "
+                             f"got {texture_augmentations}")
+        self.texture_augmentations = int(texture_augmentations)
         self.foreground_dir = None if foreground_dir is None else Path(foreground_dir).expanduser()
         if self.foreground_dir is not None and not self.foreground_dir.is_dir():
             raise ValueError(f"foreground_dir {self.foreground_dir} does not exist or is not a folder")
@@ -225,7 +232,8 @@ class Glass(AnomalyModel):
         augmented, masks = [], []
         for i, image in enumerate(pixels):
             mask = las_mask(size, self.generator, self._foreground(batch.path[i], size) if batch.path else None)
-            texture = self.textures.sample(size, self.generator)
+            texture = augment_las_texture(self.textures.sample(size, self.generator), self.generator,
+                                          self.texture_augmentations)
             opacity = 1 - float(torch.clamp(0.5 + 0.1 * torch.randn(1, generator=self.generator), 0.2, 0.8))
             augmented.append(components.blend_anomaly(image, texture, mask, opacity))
             masks.append(mask)

@@ -59,7 +59,8 @@ def glass_specs() -> list[ModelSpec]:
         defaults={"backbone": "wide_resnet50_2", "layers": ["layer2", "layer3"], "patch_size": 3, "embed_dim": 1536,
                   "discriminator_layers": 2, "discriminator_hidden": 1024, "noise_std": 0.015, "ascent_steps": 20,
                   "ascent_lr": 0.001, "project_every": 5, "radius_quantile": 0.75, "manifold_radius": 0.5,
-                  "hard_mining": 0.5, "distribution": "auto", "lr": 1e-4, "sigma": 4.0, "image_size": 288,
+                  "hard_mining": 0.5, "distribution": "auto", "texture_augmentations": 3, "lr": 1e-4, "sigma": 4.0,
+                  "image_size": 288,
                   "batch_size": 8, "num_epochs": 640},
         variants={"glass-r18": {"backbone": "resnet18"}},
         # A narrow embedding and few ascent steps keep the tiny fit short; the code path is the paper's.

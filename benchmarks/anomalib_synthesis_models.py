@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""anomalib 2.7's DRAEM or GLASS on an MVTec-layout folder, measured as `adcore benchmark` measures ours.
+
+Run with the python of a venv that has anomalib (not a dependency of this project); random backbone weights,
+no downloads. Prints one JSON line: image/pixel AUROC, fit s (`Engine.fit`), test img/s (`Engine.test`, metrics
+included), peak RSS and the RSS after imports (the import floor). Example (the demo set written with
+`ad_core.data.write_demo_dataset`):
+
+    ANOMALIB_PY benchmarks/anomalib_synthesis_models.py --root DEMO --category weave --model draem \
+        --image-size 64 --epochs 10 --batch-size 8 --texture-dir TEXTURES
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--category", required=True)
+    parser.add_argument("--model", choices=["draem", "glass"], required=True)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--texture-dir", default=None)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--train-backbone", action="store_true",
+                        help="GLASS: anomalib's pre_trained=False, which also trains the backbone; by default the "
+                             "(random) backbone stays frozen, as in ours and the paper's runs")
+    parser.add_argument("--draem-widths", type=int, nargs=2, default=None, metavar=("RECON", "DISCR"),
+                        help="DRAEM's base widths (anomalib hard-codes the paper's 128 and 64)")
+    args = parser.parse_args()
+
+    import torch
+    import torchvision  # noqa: F401  (part of the import floor, as on our side)
+    import timm
+    floor = peak_rss_mb()
+    create = timm.create_model  # offline: every timm backbone gets random weights (before anomalib imports timm)
+    timm.create_model = lambda *a, **kw: create(*a, **{**kw, "pretrained": False})
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+    from anomalib.models import Draem, Glass
+    from lightning.pytorch import seed_everything
+
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed, workers=True, verbose=False)
+    size = (args.image_size, args.image_size)
+    if args.model == "draem":
+        model = Draem(dtd_dir=args.texture_dir, visualizer=False,
+                      pre_processor=Draem.configure_pre_processor(image_size=size))
+        if args.draem_widths:
+            from anomalib.models.image.draem.torch_model import DiscriminativeSubNetwork, ReconstructiveSubNetwork
+            recon, discr = args.draem_widths
+            model.model.reconstructive_subnetwork = ReconstructiveSubNetwork(base_width=recon)
+            model.model.discriminative_subnetwork = DiscriminativeSubNetwork(in_channels=6, out_channels=2,
+                                                                             base_width=discr)
+    else:
+        model = Glass(input_shape=size, anomaly_source_path=args.texture_dir, backbone=args.backbone,
+                      pre_trained=not args.train_backbone, visualizer=False,
+                      pre_processor=Glass.configure_pre_processor(image_size=size))
+    data = MVTecAD(root=args.root, category=args.category, train_batch_size=args.batch_size,
+                   eval_batch_size=args.batch_size, num_workers=0, seed=args.seed)
+    with tempfile.TemporaryDirectory() as workdir:
+        engine = Engine(logger=False, accelerator="cpu", devices=1, default_root_dir=workdir, max_epochs=args.epochs,
+                        enable_progress_bar=False, enable_model_summary=False)
+        start = time.perf_counter()
+        engine.fit(model=model, datamodule=data)
+        fit_s = time.perf_counter() - start
+        start = time.perf_counter()
+        metrics = engine.test(model=model, datamodule=data, verbose=False)[0]
+        test_s = time.perf_counter() - start
+    print(json.dumps({"model": f"{args.model} (anomalib 2.7)", "image_AUROC": float(metrics["image_AUROC"]),
+                      "pixel_AUROC": float(metrics["pixel_AUROC"]), "fit_s": fit_s,
+                      "test_img_s": len(data.test_data) / test_s, "peak_rss_MB": peak_rss_mb(),
+                      "import_floor_MB": floor, "threads": args.threads, "epochs": args.epochs,
+                      "texture_dir": args.texture_dir,
+                      "train_backbone": args.train_backbone}))
+
+
+if __name__ == "__main__":
+    main()
