@@ -14,8 +14,9 @@ Performance choices (results are those of the plain algorithm up to floating-poi
 - the nearest-neighbour search is exact but pruned: a PCA lower bound on every distance (one thin
   matrix product) rules out most bank items, and only the rest are measured
   (`ad_core.components.knn`; the coreset is `ad_core.components.coreset`);
-- training patches are streamed: when the pending pool exceeds `max_pending_patches` it is reduced
-  by a greedy coreset pass, so memory stays bounded (see `PatchCore.update`).
+- training patches are streamed in groups of `max_pending_patches`: each full group is reduced to its
+  `coreset_ratio` share by its own greedy coreset and joins the bank, so fit time is linear in the training
+  set and pending memory bounded (see `PatchCore.update`); up to one group it is the one-shot coreset.
 """
 
 from __future__ import annotations
@@ -114,11 +115,13 @@ class PatchCore(MemoryBankModel):
     def _reset_pool(self) -> None:
         self._pool: list[torch.Tensor] = []
         self._pool_projected: list[torch.Tensor] = []
+        self._bank_parts: list[torch.Tensor] = []
         self._seen = 0
+        self._kept = 0
 
     @property
     def pending_patches(self) -> int:
-        """Patches held for the final coreset (never above `max_pending_patches` after an update)."""
+        """Patches of the open group (below `max_pending_patches` after every update)."""
         return sum(len(p) for p in self._pool)
 
     def _target_count(self) -> int:
@@ -126,13 +129,14 @@ class PatchCore(MemoryBankModel):
 
     @torch.no_grad()
     def update(self, batch: Any) -> None:
-        """Add a batch of normal images to the pool of candidate patches.
+        """Add a batch of normal images to the open group of candidate patches.
 
-        Streaming: when the pool would exceed `max_pending_patches`, it is reduced at once to
-        min(coreset_ratio * patches seen so far, max_pending_patches // 2) patches by a greedy
-        coreset pass. The final coreset is then chosen from that reduced pool, so every discarded
-        patch lies within (reduction radius + final radius) of the bank: an approximation of the
-        one-shot coreset that only applies beyond the budget (about 128 images of 256 px by default).
+        Streaming: once the open group holds `max_pending_patches` patches it is closed: a greedy
+        coreset pass keeps its share of the bank (coreset_ratio of the patches seen so far, less what
+        earlier groups kept) and the rest is dropped. Each pass costs O(group x its share), so fit time
+        grows linearly with the training set and pending memory stays bounded. The bank is the union of
+        the groups' coresets: every patch lies within its own group's covering radius of the bank. With
+        at most one group (about 128 images of 256 px by default) it is exactly the one-shot coreset.
         """
         images = batch.image if hasattr(batch, "image") else batch
         if self.is_fitted:  # a new fit starts from scratch
@@ -143,27 +147,25 @@ class PatchCore(MemoryBankModel):
             self._seen += len(emb)
             self._pool_projected.append(emb @ self.projection)
             self._pool.append(compact(emb))
-            if self.pending_patches > self.max_pending_patches:
-                keep = min(self._target_count(), self.max_pending_patches // 2)
-                self._reduce_pool(keep)
+            if self.pending_patches >= self.max_pending_patches:
+                self._close_group()
 
-    def _reduce_pool(self, keep: int) -> None:
-        projected = torch.cat(self._pool_projected)
-        self._pool_projected = []
-        chosen = greedy_coreset(projected, keep)
-        self._pool = [compact(gather_rows(self._pool, chosen))]
-        self._pool_projected = [projected[chosen]]
+    def _close_group(self) -> None:
+        """Reduce the open group to its share of the bank by greedy k-center on its projections."""
+        keep = self._target_count() - self._kept
+        chosen = greedy_coreset(torch.cat(self._pool_projected), keep)
+        self._bank_parts.append(gather_rows(self._pool, chosen))
+        self._kept += len(chosen)
+        self._pool, self._pool_projected = [], []
 
     @torch.no_grad()
     def finalize(self) -> None:
-        """Choose the memory bank from the pool and mark the model fitted."""
-        if not self._pool:
+        """Close the last group, make the union of the groups' coresets the memory bank, mark fitted."""
+        if not self._seen:
             raise RuntimeError("PatchCore.finalize() called before any update(): no training patches")
-        projected = torch.cat(self._pool_projected)
-        self._pool_projected = []
-        count = min(self._target_count(), len(projected))
-        chosen = greedy_coreset(projected, count)
-        bank = gather_rows(self._pool, chosen)
+        if self._pool:
+            self._close_group()
+        bank = torch.cat(self._bank_parts)
         self._reset_pool()
         self.set_buffer("memory_bank", bank)
         for name, value in zip(("search_mean", "search_basis", "search_coords"), build_search_index(bank)):
