@@ -1,4 +1,4 @@
-"""Greedy k-center coreset: the lazy blocked selection equals the textbook greedy loop."""
+"""Greedy k-center coreset: the matrix-vector selection equals the textbook greedy loop."""
 
 from __future__ import annotations
 
@@ -27,14 +27,14 @@ def test_greedy_coreset_is_exact_unique_and_takes_outliers_first() -> None:
     x = torch.randn(700, 16, generator=g, dtype=torch.float64)
     outliers = torch.tensor([5, 300, 650])
     x[outliers, torch.arange(3)] += 60.0  # far out, along different axes
-    chosen = greedy_coreset(x.float(), 50, block_size=64)
+    chosen = greedy_coreset(x.float(), 50)
     assert len(chosen) == 50 and len(torch.unique(chosen)) == 50
     assert set(chosen[:3].tolist()) == set(outliers.tolist())
     assert torch.equal(chosen, eager_greedy_coreset(x, 50))
     assert torch.equal(greedy_coreset(x.float(), 700), torch.arange(700))
     # duplicates: still unique indices, up to the number of points
     dup = torch.zeros(20, 4)
-    assert len(torch.unique(greedy_coreset(dup, 20, block_size=8))) == 20
+    assert len(torch.unique(greedy_coreset(dup, 20))) == 20
 
 
 def test_sparse_random_projection_is_seeded_sparse_and_scaled() -> None:

@@ -76,7 +76,7 @@ class PatchCore(MemoryBankModel):
         pretrain_embed_dim: int = 1024,
         target_embed_dim: int = 1024,
         projection_dim: int = 128,
-        max_pending_patches: int = 1 << 17,
+        max_pending_patches: int = 1 << 14,
         sigma: float = 4.0,
         seed: int = 0,
     ) -> None:

@@ -1,0 +1,215 @@
+"""PatchCore's fit against the training-set size: time, memory and the bank's quality, grouped vs one-shot coreset.
+
+    python benchmarks/patchcore_scaling.py --data PATH/magnetic_tile --sizes 50,100,200,400,800 --exact-up-to 200
+    python benchmarks/patchcore_scaling.py --demo-only        # image/pixel AUROC on the demo set only
+
+For each size, one fresh process per fit (peak RSS is a process maximum) runs `update` on batches of 32 and
+`finalize`, as the feature-bank trainer does, and reports: fit seconds, the seconds spent in the greedy coreset,
+peak RSS above the import floor (RSS once torch, timm and the model are imported, before any data), the bank size,
+and the covering radius: the largest distance of a training patch to its nearest bank item, in the 128-d random
+projection the greedy works in (over every training patch when that costs at most `--radius-budget` multiply-adds,
+else over a fixed random sample of them, marked `sampled`). "grouped" is the default streaming (groups of
+`max_pending_patches`), "exact" a single group (the one-shot greedy coreset, quadratic). The fit-time exponent is
+the least-squares slope of log(time) on log(images). Training images are the normal training images of an
+MVTec-layout folder (`--data`, resized to a square, horizontal flips appended past its count) or, without it,
+the synthetic demo generator. The demo comparison trains `patchcore-r18` on every demo category with a small
+group size (so several groups are used) and with one group, and prints both AUROCs.
+A JSON record goes under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ONE_GROUP = 1 << 40
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def training_images(data: str | None, count: int, size: int):
+    """[count, 3, size, size] ImageNet-normalised training images (real folder, or the demo generator)."""
+    import numpy as np
+    import torch
+
+    if data is None:
+        from ad_core.data.synthetic import DEMO_CATEGORIES, render
+
+        cats = list(DEMO_CATEGORIES)
+        arrays = [render(cats[i % len(cats)], "train-None", i // len(cats), size)[0] for i in range(count)]
+    else:
+        from PIL import Image
+
+        files = sorted((Path(data) / "train" / "good").iterdir())
+        arrays = []
+        for i in range(count):
+            with Image.open(files[i % len(files)]) as img:
+                array = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 255
+            arrays.append(array[:, ::-1] if (i // len(files)) % 2 else array)
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    return (images - mean) / std
+
+
+def one_fit(args: argparse.Namespace) -> dict:
+    """Fit one PatchCore in this process and measure it (the child's job)."""
+    import torch
+
+    from ad_memory import patchcore as pc
+
+    torch.set_num_threads(args.threads)
+    model = pc.PatchCore(backbone=args.backbone, pretrained=False, max_pending_patches=args.group).eval()
+    coreset_seconds = [0.0]
+    greedy = pc.greedy_coreset
+
+    def timed_greedy(*a, **k):
+        start = time.perf_counter()
+        out = greedy(*a, **k)
+        coreset_seconds[0] += time.perf_counter() - start
+        return out
+
+    pc.greedy_coreset = timed_greedy
+    floor = current_rss_mb()
+    images = training_images(args.data, args.one, args.size)
+    data_mb = images.numel() * 4 / 2**20
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(images), 32):
+            model.update(images[i : i + 32])
+        model.finalize()
+    fit_seconds = time.perf_counter() - start
+    peak = peak_rss_mb()
+    # covering radius in the projection the greedy works in
+    with torch.inference_mode():
+        projected = torch.cat([model.embed(images[i : i + 4])[0] @ model.projection for i in range(0, len(images), 4)])
+        bank = model.memory_bank @ model.projection
+        patches = int(projected.shape[0])
+        sampled = projected.shape[0] * bank.shape[0] * bank.shape[1] > args.radius_budget
+        if sampled:
+            rows = args.radius_budget // (bank.shape[0] * bank.shape[1])
+            projected = projected[torch.randperm(len(projected), generator=torch.Generator().manual_seed(0))[:rows]]
+        from ad_core.components.knn import brute_force_neighbours
+
+        dist, _ = brute_force_neighbours(projected, bank)
+    return {"images": args.one, "mode": "exact" if args.group == ONE_GROUP else "grouped",
+            "fit_seconds": round(fit_seconds, 2), "coreset_seconds": round(coreset_seconds[0], 2),
+            "peak_rss_above_floor_mb": round(peak - floor - data_mb, 1), "import_floor_mb": round(floor, 1),
+            "bank": int(model.memory_bank.shape[0]), "patches": patches,
+            "covering_radius": round(float(dist.max()), 4), "mean_distance": round(float(dist.mean()), 4),
+            "radius_sampled": bool(sampled)}
+
+
+def exponent(points: list[tuple[int, float]]) -> float | None:
+    """Least-squares slope of log(seconds) on log(images)."""
+    if len(points) < 2:
+        return None
+    xs = [math.log(n) for n, _ in points]
+    ys = [math.log(t) for _, t in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def scaling(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for n in args.sizes:
+        modes = [("grouped", args.group_default)] + ([("exact", ONE_GROUP)] if n <= args.exact_up_to else [])
+        for mode, group in modes:
+            cmd = [sys.executable, __file__, "--one", str(n), "--group", str(group), "--size", str(args.size),
+                   "--backbone", args.backbone, "--threads", str(args.threads),
+                   "--radius-budget", str(args.radius_budget)] + (["--data", args.data] if args.data else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"{n:5d} images {mode:8s} fit {row['fit_seconds']:8.1f} s (coreset {row['coreset_seconds']:7.1f} s)"
+                  f"  peak RSS +{row['peak_rss_above_floor_mb']:7.0f} MB  bank {row['bank']:7d}"
+                  f"  radius {row['covering_radius']:.4f}{' (sampled)' if row['radius_sampled'] else ''}", flush=True)
+    return rows
+
+
+def demo_auroc(args: argparse.Namespace) -> list[dict]:
+    """patchcore-r18 on every demo category, several groups vs one group."""
+    import warnings
+
+    from ad_core.data.synthetic import DEMO_CATEGORIES
+    from ad_core.runner import run_one
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for category in DEMO_CATEGORIES:
+            row = {"category": category}
+            for mode, group in (("grouped", args.demo_group), ("exact", ONE_GROUP)):
+                result = run_one("demo", category, "patchcore-r18", output_dir=tmp, image_size=128,
+                                 pretrained=False, write_maps=False, max_pending_patches=group)
+                row[mode] = {"image_auroc": round(result.image_auroc, 4), "pixel_auroc": round(result.pixel_auroc, 4)}
+            rows.append(row)
+            print(f"demo {category:10s} grouped image/pixel AUROC {row['grouped']['image_auroc']:.4f} / "
+                  f"{row['grouped']['pixel_auroc']:.4f}   exact {row['exact']['image_auroc']:.4f} / "
+                  f"{row['exact']['pixel_auroc']:.4f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None, help="MVTec-layout category folder (default: demo generator)")
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[50, 100, 200, 400, 800])
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels")
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--exact-up-to", type=int, default=200, help="largest size fitted with one group too")
+    parser.add_argument("--group-default", type=int, default=1 << 14, help="max_pending_patches of 'grouped'")
+    parser.add_argument("--radius-budget", type=int, default=3 * 10**11, help="multiply-adds for the radius")
+    parser.add_argument("--demo-group", type=int, default=2048, help="max_pending_patches of the demo comparison")
+    parser.add_argument("--demo-only", action="store_true")
+    parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--group", type=int, default=1 << 17, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_fit(args)))
+        return
+    record = {"benchmark": "patchcore_scaling", "machine": platform.processor() or platform.machine(),
+              "threads": args.threads, "backbone": args.backbone, "image_size": args.size,
+              "data": args.data or "demo generator", "group_patches": args.group_default}
+    if not args.demo_only:
+        rows = scaling(args)
+        record["fits"] = rows
+        for mode in ("grouped", "exact"):
+            points = [(r["images"], r["fit_seconds"]) for r in rows if r["mode"] == mode]
+            record[f"{mode}_exponent"] = exponent(points)
+            if record[f"{mode}_exponent"] is not None:
+                print(f"{mode}: fit time ~ images^{record[f'{mode}_exponent']:.2f}")
+        ratios = {}
+        for r in rows:
+            if r["mode"] == "exact":
+                g = next(x for x in rows if x["mode"] == "grouped" and x["images"] == r["images"])
+                ratios[r["images"]] = round(g["covering_radius"] / r["covering_radius"], 4)
+        record["radius_ratio_grouped_over_exact"] = ratios
+        print("covering radius grouped / exact:", ratios)
+    if not args.skip_demo:
+        record["demo"] = demo_auroc(args)
+    RESULTS.mkdir(exist_ok=True)
+    name = f"patchcore_scaling_{args.backbone}_{args.size}px{'_demo' if args.demo_only else ''}.json"
+    (RESULTS / name).write_text(json.dumps(record, indent=1) + "\n")
+    print(f"record written to {RESULTS / name}")
+
+
+if __name__ == "__main__":
+    main()
