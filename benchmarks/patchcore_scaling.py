@@ -75,6 +75,7 @@ def one_fit(args: argparse.Namespace) -> dict:
     from ad_memory import patchcore as pc
 
     torch.set_num_threads(args.threads)
+    torch.manual_seed(0)  # the same random backbone in every process, so the fits compare
     model = pc.PatchCore(backbone=args.backbone, pretrained=False, max_pending_patches=args.group).eval()
     coreset_seconds = [0.0]
     greedy = pc.greedy_coreset
@@ -126,8 +127,8 @@ def exponent(points: list[tuple[int, float]]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
-def scaling(args: argparse.Namespace) -> list[dict]:
-    rows = []
+def scaling(args: argparse.Namespace, record: dict) -> list[dict]:
+    rows = record.setdefault("fits", [])
     for n in args.sizes:
         modes = [("grouped", args.group_default)] + ([("exact", ONE_GROUP)] if n <= args.exact_up_to else [])
         for mode, group in modes:
@@ -140,7 +141,26 @@ def scaling(args: argparse.Namespace) -> list[dict]:
             print(f"{n:5d} images {mode:8s} fit {row['fit_seconds']:8.1f} s (coreset {row['coreset_seconds']:7.1f} s)"
                   f"  peak RSS +{row['peak_rss_above_floor_mb']:7.0f} MB  bank {row['bank']:7d}"
                   f"  radius {row['covering_radius']:.4f}{' (sampled)' if row['radius_sampled'] else ''}", flush=True)
+            summarise(record)
+            write(record, args)
     return rows
+
+
+def summarise(record: dict) -> None:
+    """Fit-time exponents per mode and the grouped / exact covering-radius ratio per size."""
+    rows = record["fits"]
+    for mode in ("grouped", "exact"):
+        record[f"{mode}_exponent"] = exponent([(r["images"], r["fit_seconds"]) for r in rows if r["mode"] == mode])
+    record["radius_ratio_grouped_over_exact"] = {
+        r["images"]: round(g["covering_radius"] / r["covering_radius"], 4)
+        for r in rows if r["mode"] == "exact"
+        for g in rows if g["mode"] == "grouped" and g["images"] == r["images"]}
+
+
+def write(record: dict, args: argparse.Namespace) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    name = "patchcore_scaling_demo.json" if args.demo_only else f"patchcore_scaling_{args.backbone}_{args.size}px.json"
+    (RESULTS / name).write_text(json.dumps(record, indent=1) + "\n")
 
 
 def demo_auroc(args: argparse.Namespace) -> list[dict]:
@@ -189,27 +209,15 @@ def main() -> None:
               "threads": args.threads, "backbone": args.backbone, "image_size": args.size,
               "data": args.data or "demo generator", "group_patches": args.group_default}
     if not args.demo_only:
-        rows = scaling(args)
-        record["fits"] = rows
+        scaling(args, record)
         for mode in ("grouped", "exact"):
-            points = [(r["images"], r["fit_seconds"]) for r in rows if r["mode"] == mode]
-            record[f"{mode}_exponent"] = exponent(points)
             if record[f"{mode}_exponent"] is not None:
                 print(f"{mode}: fit time ~ images^{record[f'{mode}_exponent']:.2f}")
-        ratios = {}
-        for r in rows:
-            if r["mode"] == "exact":
-                g = next(x for x in rows if x["mode"] == "grouped" and x["images"] == r["images"])
-                ratios[r["images"]] = round(g["covering_radius"] / r["covering_radius"], 4)
-        record["radius_ratio_grouped_over_exact"] = ratios
-        print("covering radius grouped / exact:", ratios)
+        print("covering radius grouped / exact:", record["radius_ratio_grouped_over_exact"])
     if not args.skip_demo:
         record["demo"] = demo_auroc(args)
-    RESULTS.mkdir(exist_ok=True)
-    name = f"patchcore_scaling_{args.backbone}_{args.size}px{'_demo' if args.demo_only else ''}.json"
-    (RESULTS / name).write_text(json.dumps(record, indent=1) + "\n")
-    print(f"record written to {RESULTS / name}")
-
+    write(record, args)
+    print("record written under", RESULTS)
 
 if __name__ == "__main__":
     main()
