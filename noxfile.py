@@ -22,12 +22,22 @@ TEST_ENV = {"MPLBACKEND": "Agg", "ADCORE_PROGRESS": "0"}
 
 
 def _env(session: nox.Session, *extra: str) -> None:
-    """Create `.venv` if needed and (re)install the core and every plugin, editable."""
-    if not (BIN / "python").exists():
+    """Create `.venv` if needed and (re)install the core and every plugin, editable.
+
+    The first run downloads torch and its libraries: pip's own progress bars show it (no `-q` there); later runs
+    only re-link the editable packages and stay quiet.
+    """
+    first = not (BIN / "python").exists()
+    if first:
+        session.log(f"creating {VENV} and installing torch, timm and the plugins into it (first run only: torch "
+                    "and its libraries take ~5.7 GB and ~90 s on a fast connection; pip shows the downloads)")
         session.run(sys.executable, "-m", "venv", str(VENV), external=True)
         session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip", external=True)
+    else:
+        session.log(f"updating the editable installs in {VENV}")
     editable = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}[test]")]  # with its test extras
-    session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "-e", ".[test]", *editable, *extra,
+    quiet = [] if first else ["-q"]
+    session.run(str(BIN / "python"), "-m", "pip", "install", *quiet, "-e", ".[test]", *editable, *extra,
                 external=True)
 
 
@@ -59,7 +69,7 @@ def plugin(session: nox.Session, name: str) -> None:
 
 @nox.session(python=False)
 def demo(session: nox.Session) -> None:
-    """The main job: build the synthetic demo set, train and evaluate PatchCore, print the results."""
+    """The main job: build the synthetic demo set, train and evaluate PatchCore on its five categories."""
     _env(session)
     session.run(str(BIN / "adcore"), "demo", *session.posargs, external=True)
 

@@ -13,11 +13,19 @@ from typing import Any
 _EXPORTS = {
     # running and evaluating one model on one category
     "run_one": "ad_core.runner",
-    "evaluate_detector": "ad_core.runner",
+    "evaluate_detector": "ad_core.evaluation",
+    "Calibration": "ad_core.evaluation",
+    "calibrate": "ad_core.evaluation",
+    "members_validation_split": "ad_core.validation",
+    "describe_validation": "ad_core.validation",
     "make_loader": "ad_core.runner",
     "normal_subset": "ad_core.runner",
     "SCORES_NAME": "ad_core.runner",
     "resolve_config": "ad_core.building",
+    "OptionError": "ad_core.options",
+    "check_options": "ad_core.options",
+    "FileLock": "ad_core.run_folder",
+    "RunFolderBusyError": "ad_core.run_folder",
     "get_registry": "ad_core.plugins",
     # detectors and their folders
     "Detector": "ad_core.detector",
@@ -47,6 +55,7 @@ _EXPORTS = {
     "write_json": "ad_core.io",
     "write_text": "ad_core.io",
     "format_table": "ad_core.reports",
+    "format_results_txt": "ad_core.reports",
     "write_results": "ad_core.reports",
     "ANOMALOUS_COLOR": "ad_core.reports.plots",
     "NORMAL_COLOR": "ad_core.reports.plots",

@@ -53,12 +53,19 @@ def find_weights(name: str, weights_file: str | Path | None = None, backbone_dir
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load tensors without unpickling arbitrary objects."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # damaged, or a pickle holding more than tensors: never retried unsafely
+        raise WeightsMismatchError(
+            f"backbone weights file {path} cannot be read safely ({type(exc).__name__}): it is damaged, or a pickle "
+            "holding code or objects besides tensors, which is never loaded. Replace it with the original weights "
+            "(a .safetensors file is safest)."
+        ) from None
         for key in ("state_dict", "model", "module"):  # common wrappers of training checkpoints
             if isinstance(state, dict) and key in state and isinstance(state[key], dict):
                 state = state[key]

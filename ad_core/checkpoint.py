@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
+import inspect
 import json
 import platform
 from importlib import metadata
@@ -17,8 +17,9 @@ from safetensors.torch import load_file, save_file
 
 from ad_core import __version__
 from ad_core.detector import Detector
-from ad_core.io import atomic_path, write_json
+from ad_core.io import atomic_path, file_sha256, write_json
 from ad_core.preprocessing import PreProcessor
+from ad_core.run_folder import MANIFEST_NAME, read_manifest
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -27,15 +28,6 @@ META_NAME = "model.json"
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, damaged, or belongs to another model."""
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in chunks: identifies the exact weights a run or an ensemble used."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _dist_version(name: str) -> str | None:
@@ -57,6 +49,7 @@ def save_checkpoint(detector: Detector, directory: str | Path, meta: dict[str, A
         save_file(tensors, str(tmp), metadata={"format": "ad-core", "model": str(meta.get("model", ""))})
     info = {
         "format_version": FORMAT_VERSION,
+        "pretrained": _pretrained(str(meta.get("model", "")), meta.get("hyperparameters", {})),
         **meta,
         "weights_sha256": file_sha256(weights),
         "versions": {
@@ -98,6 +91,24 @@ def folder_kind(path: str | Path) -> str:
     return MODEL_KIND
 
 
+def _takes_pretrained(model: str) -> inspect.Parameter | None:
+    """The model factory's `pretrained` parameter, if it has one."""
+    from ad_core.plugins import get_registry
+
+    spec, _ = get_registry().resolve(model)
+    return inspect.signature(spec.load_factory()).parameters.get("pretrained")
+
+
+def _pretrained(model: str, hyperparameters: dict[str, Any]) -> bool | None:
+    """Whether the backbone started from pretrained weights (recorded; loading never needs them)."""
+    if "pretrained" in hyperparameters:
+        return bool(hyperparameters["pretrained"])
+    param = _takes_pretrained(model) if model else None
+    if param is None or param.default is inspect.Parameter.empty:
+        return None
+    return bool(param.default)
+
+
 def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """Accepts the run folder, `model.json` or `model.safetensors`; returns (folder, metadata)."""
     path = Path(path)
@@ -107,12 +118,56 @@ def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
         raise CheckpointError(f"no {META_NAME} in {directory}: expected a folder written by ad-core "
                               f"(with {WEIGHTS_NAME} and {META_NAME})")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{meta_path} is not UTF-8 text ({exc.reason} at byte {exc.start}): "
+                              "the file is damaged or not an ad-core model.json") from exc
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{meta_path} is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path} holds no JSON object: not an ad-core checkpoint")
     if "model" not in meta or "hyperparameters" not in meta:
         raise CheckpointError(f"{meta_path} lacks 'model' or 'hyperparameters': not an ad-core checkpoint")
     return directory, meta
+
+
+def verify_checkpoint(directory: Path, meta: dict[str, Any]) -> Path:
+    """Check the weights against the SHA-256 in `model.json` and, for a run folder, the set against its manifest.
+
+    Returns the weights file. Raises `CheckpointError` naming the file that is missing, altered or mismatched.
+    """
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing")
+    digests = {META_NAME: file_sha256(directory / META_NAME), WEIGHTS_NAME: file_sha256(weights)}
+    run_id, manifest = meta.get("run_id"), read_manifest(directory)
+    if run_id is not None or manifest is not None:  # a run folder: the set must be the one its manifest binds
+        if not manifest or manifest.get("run_id") != run_id:
+            raise CheckpointError(
+                f"{directory} is an inconsistent run folder: its {MANIFEST_NAME} is missing or belongs to another "
+                f"run than {META_NAME} (a run was interrupted while writing it). Train again into this folder."
+            )
+        for name, digest in digests.items():
+            if manifest.get("files", {}).get(name) != digest:
+                raise CheckpointError(f"{directory / name} was modified after the run wrote it (its SHA-256 "
+                                      f"differs from {directory / MANIFEST_NAME}); refusing to load it")
+    expected = meta.get("weights_sha256")
+    if expected is not None and digests[WEIGHTS_NAME] != expected:
+        raise CheckpointError(f"{weights} does not match the SHA-256 recorded in {directory / META_NAME}: the "
+                              "weights were modified or belong to another run; refusing to load them")
+    return weights
+
+
+def _check_shapes(state: dict[str, torch.Tensor], detector: Detector, weights: Path, model: str) -> None:
+    """Name the first tensor the model built from `model.json` lacks or holds in another shape. Tensors the file
+    lacks are left to `load_state_dict`: a module may complete them (buffers added after the file was written)."""
+    own = detector.state_dict()
+    for key, tensor in state.items():
+        if key not in own:
+            raise CheckpointError(f"{weights} holds tensor {key!r}, which model {model!r} does not have")
+        if own[key].numel() and tuple(own[key].shape) != tuple(tensor.shape):  # empty: data-sized, takes the file's
+            raise CheckpointError(f"{weights}: tensor {key!r} has shape {tuple(tensor.shape)} in the file but "
+                                  f"{tuple(own[key].shape)} in model {model!r} built from {META_NAME}")
 
 
 def load_model(path: str | Path, expected_model: str | None = None, device: str | torch.device = "cpu") -> Detector:
@@ -133,26 +188,23 @@ def load_model(path: str | Path, expected_model: str | None = None, device: str 
         raise CheckpointError(
             f"{directory} holds a {meta['model']!r} checkpoint, not {expected_model!r}"
         )
-    weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise CheckpointError(f"{weights} is missing")
+    weights = verify_checkpoint(directory, meta)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights} is damaged or not a safetensors file: {exc}") from exc
     hparams = dict(meta["hyperparameters"])
-    if "pretrained" in hparams:
+    if "pretrained" in hparams or _takes_pretrained(meta["model"]) is not None:
         hparams["pretrained"] = False  # the backbone's weights are in the checkpoint itself
     model, _ = build_model(meta["model"], **hparams)
     pre = PreProcessor.from_run({**meta.get("run", {}), "normalize": bool(meta.get("normalize", True))})
     detector = Detector(model, pre=pre)
+    _check_shapes(state, detector, weights, meta["model"])
     try:
         detector.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(
-            f"{weights} does not fit model {meta['model']!r} built from {directory / META_NAME}: "
-            f"{str(exc).splitlines()[0]}"
-        ) from exc
+        raise CheckpointError(f"{weights} does not fit model {meta['model']!r} built from {directory / META_NAME}: "
+                              f"{' '.join(str(exc).split())[:400]}") from exc
     detector.meta = meta
     return detector.to(device).eval()
 

@@ -6,7 +6,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -69,15 +69,34 @@ class PluginCommandsGroup(click.Group):
 
 @click.group(cls=PluginCommandsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="adcore")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of any error.")
+def main(debug: bool) -> None:
     """ad-core: train, compare and deploy visual anomaly detectors."""
+
+
+LIST_WIDTH = 100  # `adcore list-models` fits a terminal this wide; `--wide` adds the papers
+
+
+def _wrapped_rows(rows: list[list[str]], headers: list[str], width: int) -> list[list[str]]:
+    """Rows whose last cell is wrapped (at ", ") so that the table fits `width` columns."""
+    import textwrap
+
+    fixed = [max(len(str(x)) for x in col) for col in zip(headers[:-1], *[r[:-1] for r in rows])]
+    room = max(20, width - sum(fixed) - 2 * len(fixed))
+    out: list[list[str]] = []
+    for row in rows:
+        lines = textwrap.wrap(row[-1], room, break_long_words=False, break_on_hyphens=False) or [""]
+        out.append([*row[:-1], lines[0]])
+        out.extend([*[""] * (len(row) - 1), line] for line in lines[1:])
+    return out
 
 
 @main.command("list-models")
 @click.option("--paradigm", help="Only models of this paradigm (memory, flow, kd, ...).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_models(paradigm: str | None, as_json: bool) -> None:
-    """Registered models, their variants and papers."""
+@click.option("--wide", is_flag=True, help="Add each model's paper (wider than 100 columns).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output, papers and defaults included.")
+def list_models(paradigm: str | None, wide: bool, as_json: bool) -> None:
+    """Registered models and their variants (`--wide` or `--json`: their papers too)."""
     registry = get_registry()
     entries = [e for e in registry.models.values() if paradigm is None or e.spec.paradigm == paradigm]
     entries.sort(key=lambda e: (e.spec.paradigm, e.spec.name))
@@ -88,13 +107,23 @@ def list_models(paradigm: str | None, as_json: bool) -> None:
                         "variants": sorted(e.spec.variants), "paper": e.spec.paper, "trainer": e.spec.trainer,
                         "defaults": e.spec.defaults} for e in entries],
             "broken_plugins": [{"plugin": p.name, "error": p.error} for p in broken],
+            "unavailable_names": [{"name": n, "plugins": ps} for n, ps in sorted(registry.conflicts.items())],
         })
         return
-    rows = [[e.spec.name, e.spec.paradigm, e.plugin, ", ".join(sorted(e.spec.variants)) or "-", e.spec.paper]
-            for e in entries]
-    click.echo(_table(rows, ["model", "paradigm", "plugin", "variants", "paper"]) if rows else "no models registered")
+    if wide:
+        rows = [[e.spec.name, e.spec.paradigm, e.plugin, ", ".join(sorted(e.spec.variants)) or "-", e.spec.paper]
+                for e in entries]
+        headers = ["model", "paradigm", "plugin", "variants", "paper"]
+    else:
+        headers = ["model", "paradigm", "plugin", "variants"]
+        rows = _wrapped_rows([[e.spec.name, e.spec.paradigm, e.plugin, ", ".join(sorted(e.spec.variants)) or "-"]
+                              for e in entries], headers, LIST_WIDTH)
+    click.echo(_table(rows, headers) if rows else "no models registered")
     for p in broken:
         click.secho(f"broken plugin {p.name}: {p.error} (see `adcore plugins`)", fg="red", err=True)
+    for name, plugins in sorted(registry.conflicts.items()):
+        click.secho(f"model name {name!r} is unavailable: registered by several plugins ({', '.join(plugins)})",
+                    fg="red", err=True)
 
 
 @main.command("plugins")
@@ -117,7 +146,7 @@ def plugins_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_datasets_cmd(as_json: bool) -> None:
     """Built-in dataset formats."""
-    from ad_core.data import list_datasets
+    from ad_core.data.formats import list_datasets
 
     rows = list_datasets()
     if as_json:
@@ -165,12 +194,20 @@ def _overrides(backbone_dir, extra, **options) -> dict[str, Any]:
     return out
 
 
-def _fail(exc: Exception) -> None:
-    click.secho(f"error: {exc}", fg="red", err=True)
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+
+
+def _fail(exc: Exception) -> NoReturn:
+    """A user error is one red line and exit status 1; a bug (or any error with --debug) keeps its traceback."""
+    from ad_core.errors import describe, is_user_error
+    from ad_core.preflight import cli_spelling
+
+    if _debug() or not is_user_error(exc):
+        raise exc
+    click.secho(f"error: {cli_spelling(describe(exc))}", fg="red", err=True)
     sys.exit(1)
-
-
-USER_ERRORS: tuple[type[Exception], ...] = (ValueError, KeyError, TypeError, FileNotFoundError, RuntimeError)
 
 
 @main.command("train")
@@ -181,14 +218,21 @@ USER_ERRORS: tuple[type[Exception], ...] = (ValueError, KeyError, TypeError, Fil
 def train_cmd(dataset: str, category: str, model: str, root, output_dir, backbone_dir, extra, **options) -> None:
     """Train and evaluate MODEL(s) on CATEGORY(ies) of DATASET; comma lists and 'all' work.
 
+    Without pretrained backbone weights this stops and says where to put them (`--set pretrained=false` trains
+    with random weights instead; `adcore demo` does that by itself, with a warning).
+
     Example: adcore train mvtec bottle,wood patchcore --image-size 256
     """
-    from ad_core.runner import train
+    from ad_core.preflight import check_request
 
+    overrides = _overrides(backbone_dir, extra, **options)
+    models = _split(model)
     try:
-        train(_split(dataset), _split(category), _split(model), root=root, output_dir=output_dir,
-              **_overrides(backbone_dir, extra, **options))
-    except USER_ERRORS as exc:
+        check_request([models] if isinstance(models, str) else models, overrides)  # before torch is imported
+        from ad_core.runner import train
+
+        train(_split(dataset), _split(category), models, root=root, output_dir=output_dir, **overrides)
+    except Exception as exc:
         _fail(exc)
 
 
@@ -205,7 +249,7 @@ def test_cmd(checkpoint: Path, dataset: str, category: str, root, output_dir, de
 
     try:
         result = test_checkpoint(checkpoint, dataset, category, root=root, output_dir=output_dir, device=device)
-    except USER_ERRORS as exc:
+    except Exception as exc:
         _fail(exc)
     click.echo(summary_table([result]))
     click.echo(f"outputs written to {result.output_dir}")
@@ -224,16 +268,23 @@ def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: boo
 
     try:
         rows = predict_paths(checkpoint, list(inputs), output_dir=output, batch_size=batch_size, device=device)
-    except USER_ERRORS as exc:
+    except Exception as exc:
         _fail(exc)
+    failed = [r for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
     if as_json:
-        _echo_json(rows)
-        return
-    table = [[r["path"], f"{r['score']:.4g}", f"{r['normalized_score']:.3f}",
-              "anomalous" if r["label"] else "normal", r.get("map") or "-"] for r in rows]
-    click.echo(_table(table, ["image", "score", "score 0-1", "label", "map"]))
-    n_bad = sum(r["label"] for r in rows)
-    click.echo(f"{n_bad} of {len(rows)} image(s) anomalous at the stored threshold")
+        _echo_json(rows + failed)
+    else:
+        table = [[r["path"], f"{r['score']:.4g}", f"{r['normalized_score']:.3f}",
+                  "anomalous" if r["label"] else "normal", r.get("map") or "-"] for r in rows]
+        click.echo(_table(table, ["image", "score", "score 0-1", "label", "map"]))
+        n_bad = sum(r["label"] for r in rows)
+        click.echo(f"{n_bad} of {len(rows)} image(s) anomalous at the stored threshold")
+    for row in failed:
+        click.secho(f"error: {row['error']}", fg="red", err=True)
+    if failed:
+        click.secho(f"{len(failed)} image(s) could not be read and were not scored", fg="red", err=True)
+        sys.exit(1)
 
 
 @main.command("ensemble")
@@ -246,12 +297,14 @@ def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: boo
 @click.option("--dataset", help="Only this dataset (with --from), or the data to normalise and test on.")
 @click.option("--category", help="Only this category (with --from), or the data to normalise and test on.")
 @click.option("--fusion", type=click.Choice(["mean", "max", "rank_mean"]),
-              help="Fusion rule to save (default: the best one by image AUROC, then pixel AUROC).")
+              help="Fusion rule to save (default: the best one on the validation source, by image AUROC, "
+                   "then pixel AUROC).")
 @click.option("--output-dir", type=click.Path(path_type=Path),
               help="Default: <from>/<dataset>/<category>/ensemble-top<k>, or outputs/<dataset>/<category>/ensemble.")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset root (default: the one the members used).")
 @click.option("--image-size", type=int, help="Ensemble input size (default: the largest member's).")
-@click.option("--threshold-method", default="f1_percentile", show_default=True)
+@click.option("--threshold-method", default="normal_fpr", show_default=True,
+              help="normal_fpr (1% FPR on held-out normal images), mean_ksigma, or a test-label oracle by name.")
 @click.option("--normal-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Normal images the members never saw, to normalise on (default: their training images).")
 @click.option("--no-maps", is_flag=True, help="Skip the map panels.")
@@ -275,7 +328,7 @@ def ensemble_cmd(from_dir: Path | None, members: str | None, top: int, by: str, 
         else:
             paths = [Path(p.strip()) for p in members.split(",") if p.strip()]
             results = [build_ensemble(paths, output_dir, dataset=dataset, category=category, **options)]
-    except USER_ERRORS as exc:
+    except Exception as exc:
         _fail(exc)
     for result in results:
         click.echo(ensemble_table(result))
@@ -290,24 +343,38 @@ def ensemble_cmd(from_dir: Path | None, members: str | None, top: int, by: str, 
 @click.option("--backbone-dir", type=click.Path(path_type=Path))
 @click.option("--device", default=None)
 def demo_cmd(model: str, categories: str, image_size: int, output_dir: Path, backbone_dir, device) -> None:
-    """Build the synthetic demo set, train and evaluate a model, print a results table."""
-    from ad_core.runner import summary_table, train
+    """Build the synthetic demo set, train and evaluate a model on every demo category, print a results table.
+
+    Unlike `adcore train`, which stops when pretrained backbone weights are missing, the demo warns before it
+    starts and goes on with random weights (far lower accuracy).
+    """
+    from ad_core.preflight import check_request, missing_backbone_weights
     from ad_core.settings import set_globals
 
     if backbone_dir:
         set_globals(backbone_dir=backbone_dir)
+    models = _split(model)
+    models = [models] if isinstance(models, str) else models
+    options = {"image_size": image_size, "on_missing_weights": "warn", "device": device}
     try:
-        with warnings.catch_warnings():  # said once, below, rather than once per run
+        check_request(models, options)
+        missing = missing_backbone_weights(models, options)
+        if missing:
+            click.secho("warning: no pretrained backbone weights on this machine, so the demo trains with random "
+                        "weights and accuracy is far below what the models reach:\n  " + "\n  ".join(missing)
+                        + "\nPut <timm name>.safetensors files in --backbone-dir (see README, Offline weights).",
+                        fg="yellow", err=True)
+        from ad_core.runner import summary_table, train
+
+        with warnings.catch_warnings():  # said once, above and below, rather than once per run
             warnings.simplefilter("ignore", UserWarning)
-            runs = train("demo", _split(categories), _split(model), output_dir=output_dir, verbose=False,
-                         image_size=image_size, on_missing_weights="warn", device=device)
-    except USER_ERRORS as exc:
+            runs = train("demo", _split(categories), models, output_dir=output_dir, verbose=False, **options)
+    except Exception as exc:
         _fail(exc)
     click.echo(summary_table(runs))
     if any(r.warnings for r in runs):
-        click.secho("warning: no pretrained backbone weights were found, so random weights were used and accuracy "
-                    "is far below what the model reaches. Put <timm name>.safetensors files in --backbone-dir.",
-                    fg="yellow", err=True)
+        click.secho("warning: no pretrained backbone weights were found, so random weights were used: the figures "
+                    "above are far below what the models reach.", fg="yellow", err=True)
     click.echo(f"outputs written under {output_dir / 'demo'}")
 
 
@@ -358,12 +425,12 @@ def benchmark_cmd(ctx: click.Context, models, dataset, categories, output, root,
         raise click.UsageError("--models, --dataset and --output are required (or: adcore benchmark report DIR)")
     from ad_core.benchmarking import benchmark
 
-    shared, per_model = _split_model_options(_overrides(backbone_dir, extra, **options))
     try:
+        shared, per_model = _split_model_options(_overrides(backbone_dir, extra, **options))
         run = benchmark(models, dataset, categories, output=output, root=root, jobs=jobs, shard=shard,
                         cell_timeout=cell_timeout, threads=threads, examples=examples, model_overrides=per_model,
                         **shared)
-    except USER_ERRORS as exc:
+    except Exception as exc:
         _fail(exc)
     _echo_leaderboard(output)
     if run.failed:
@@ -390,7 +457,7 @@ def benchmark_report_cmd(directory: Path) -> None:
 
     try:
         write_report(directory)
-    except USER_ERRORS as exc:
+    except Exception as exc:
         _fail(exc)
     _echo_leaderboard(directory)
 

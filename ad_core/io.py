@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -12,16 +13,47 @@ from pathlib import Path
 from typing import Any
 
 
+TMP_MARK = ".tmp"  # in the name of every temporary file `atomic_path` makes: `.<name>.<random>.tmp<suffix>`
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, read in chunks: binds a checkpoint's files to each other."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete temporary files an interrupted `atomic_path` left in `directory` (recursively); returns them.
+
+    Only safe while nothing else writes there, e.g. under the run folder's lock.
+    """
+    stale = [p for p in Path(directory).rglob(".*") if p.is_file() and TMP_MARK in p.name]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_MARK + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp (and some writers) make files owner-only
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -30,7 +30,8 @@ _EXPORTS = {
     "FitReport": "ad_core.types",
     "Model": "ad_core.protocols",
     "FeatureBankModel": "ad_core.protocols",
-    "GradientModel": "ad_core.protocols",
+    "TrainableModel": "ad_core.protocols",
+    "FittableModel": "ad_core.protocols",
     "MissingWeightsError": "ad_core.backbones",
     # trainers
     "Trainer": "ad_core.protocols",

@@ -7,8 +7,9 @@ it never takes the CLI or the other plugins down (DESIGN §3).
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 
 import pluggy
@@ -18,6 +19,8 @@ from ad_core.compat import incompatibility
 from ad_core.specs import ModelSpec, SpecError
 
 ENV_FILTER = "ADCORE_LOAD_PLUGINS"
+# What a plugin may raise that must not take the CLI down; SystemExit too (a plugin calling sys.exit() on import).
+PLUGIN_FAULTS = (Exception, SystemExit)
 ENTRY_POINT_GROUP = "adcore"
 
 
@@ -58,6 +61,7 @@ class Registry:
         self.variants: dict[str, str] = {}  # variant name -> base model name
         self.datasets: dict[str, str] = {}  # dataset name -> "module:attr"
         self.command_hooks: list[tuple[str, Callable]] = []  # (plugin, adcore_register_commands implementation)
+        self.conflicts: dict[str, list[str]] = {}  # a name two plugins claim -> those plugins; it resolves to none
 
     def register_model(self, spec: ModelSpec, plugin: str) -> None:
         if not isinstance(spec, ModelSpec):
@@ -74,6 +78,28 @@ class Registry:
         for v in spec.variants:
             self.variants[v] = spec.name
 
+    def add_claims(self, claims: list[tuple[str, ModelSpec]]) -> None:
+        """Register every plugin's specs at once, so a name claimed twice resolves to neither plugin.
+
+        The outcome does not depend on the order plugins load in: a duplicated model or variant name becomes
+        unavailable (resolving it is an error naming the plugins), every other name of both plugins stays.
+        """
+        owners: dict[str, list[str]] = defaultdict(list)
+        for plugin, spec in claims:
+            for name in (spec.name, *spec.variants):
+                owners[name].append(plugin)
+        for name, plugins in owners.items():
+            if len(plugins) > 1 or self._owner(name) is not None:
+                self.conflicts[name] = sorted({*plugins, *filter(None, [self._owner(name)])})
+        for plugin, spec in claims:
+            if spec.name in self.conflicts:  # its variants cannot be built without it
+                for variant in spec.variants:
+                    self.conflicts.setdefault(variant, self.conflicts[spec.name])
+                continue
+            kept = {v: c for v, c in spec.variants.items() if v not in self.conflicts}
+            self.register_model(replace(spec, variants=kept) if kept != spec.variants else spec, plugin)
+            self.plugins[plugin].models.append(spec.name)
+
     def _owner(self, name: str) -> str | None:
         if name in self.models:
             return self.models[name].plugin
@@ -84,6 +110,12 @@ class Registry:
     def resolve(self, name: str) -> tuple[ModelSpec, str]:
         """Model or variant name -> (base spec, variant name). Unknown names list what exists."""
         key = name.strip().lower()
+        if key in self.conflicts:
+            owners = ", ".join(map(repr, self.conflicts[key]))
+            raise PluginError(
+                f"model name {key!r} (or its base model) is registered by several plugins ({owners}), so it is not "
+                f"available. Uninstall one of them, or restrict loading with {ENV_FILTER}."
+            )
         if key in self.models:
             return self.models[key].spec, key
         if key in self.variants:
@@ -108,6 +140,8 @@ def _wanted(name: str) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r}) while loading"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
@@ -120,26 +154,32 @@ def make_plugin_manager() -> pluggy.PluginManager:
 
 def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
     """Call each plugin's hooks on its own, so one bad plugin spoils only its own row."""
+    claims: list[tuple[str, ModelSpec]] = []
     for impl in pm.hook.adcore_register_models.get_hookimpls():
         name = impl.plugin_name
         info = registry.plugins.setdefault(name, PluginInfo(name=name))
         if info.broken:
             continue
-        before_models = dict(registry.models)
-        before_variants = dict(registry.variants)
-        added: list[str] = []
+        specs: list[ModelSpec] = []
 
-        def register(spec: ModelSpec, _plugin: str = name, _added: list[str] = added) -> None:
-            registry.register_model(spec, _plugin)
-            _added.append(spec.name)
+        def register(spec: ModelSpec, _specs: list[ModelSpec] = specs) -> None:
+            if not isinstance(spec, ModelSpec):
+                raise SpecError(f"register() expects a ModelSpec, got {type(spec).__name__}")
+            spec.validate()
+            _specs.append(spec)
 
         try:
             impl.function(register=register)
-        except Exception as exc:  # a plugin's fault: report it, keep going
-            registry.models, registry.variants = before_models, before_variants
+        except PLUGIN_FAULTS as exc:  # a plugin's fault: report it, keep going
             info.error = _first_line(exc)
             continue
-        info.models.extend(added)
+        own = [n for spec in specs for n in (spec.name, *spec.variants)]
+        twice = sorted({n for n in own if own.count(n) > 1})
+        if twice:
+            info.error = f"registers the model name(s) {twice} more than once"
+            continue
+        claims.extend((name, spec) for spec in specs)
+    registry.add_claims(claims)
     for impl in pm.hook.adcore_register_datasets.get_hookimpls():
         info = registry.plugins.setdefault(impl.plugin_name, PluginInfo(name=impl.plugin_name))
 
@@ -148,7 +188,7 @@ def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
 
         try:
             impl.function(register=register_dataset)
-        except Exception as exc:
+        except PLUGIN_FAULTS as exc:
             info.error = _first_line(exc)
     for impl in pm.hook.adcore_register_commands.get_hookimpls():
         registry.plugins.setdefault(impl.plugin_name, PluginInfo(name=impl.plugin_name))
@@ -163,7 +203,7 @@ def add_plugin_commands(cli: object, registry: Registry) -> None:
             continue
         try:
             function(cli=cli)
-        except Exception as exc:
+        except PLUGIN_FAULTS as exc:
             info.error = _first_line(exc)
 
 
@@ -187,7 +227,7 @@ def load_registry(extra_plugins: list[tuple[str, object]] | None = None) -> Regi
         try:
             module = ep.load()
             pm.register(module, name=ep.name)
-        except Exception as exc:  # ImportError, SyntaxError, pluggy validation errors ...
+        except PLUGIN_FAULTS as exc:  # ImportError, SyntaxError, pluggy validation errors ...
             info.error = _first_line(exc)
     for name, plugin in extra_plugins or []:
         registry.plugins[name] = PluginInfo(name=name)

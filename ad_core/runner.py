@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import resource
-import time
+import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -13,26 +12,26 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from ad_core.backbones import MissingWeightsError
 from ad_core.building import ModelConfig, build_model
 from ad_core.checkpoint import save_checkpoint
 from ad_core.data import get_dataset, list_categories
 from ad_core.detector import Detector
-from ad_core.io import write_json
-from ad_core.metrics import PixelMetrics, evaluate
-from ad_core.metrics.evaluate import THRESHOLD_METHODS, check_threshold_method
+from ad_core.evaluation import SCORES_NAME, calibrate, evaluate_detector, threshold_method_for
+from ad_core.metrics.evaluate import DEFAULT_TARGET_FPR, check_threshold_method
+from ad_core.reports import format_table
 from ad_core.preprocessing import PreProcessor
-from ad_core.reports import format_table, plot_histogram, plot_roc, save_map_panels, write_results
+from ad_core.options import check_options
+from ad_core.run_folder import open_run_folder, run_folder_scope
 from ad_core.settings import resolve_device, settings
 from ad_core.training import TrainerOptions, seed_everything, trainer_class
 from ad_core.training.fingerprint import fingerprinted_config
 from ad_core.types import Batch, collate
+from ad_core.validation import DEFAULT_FRACTION, describe_validation, validation_split
 
-MAX_MAP_PANELS = 12
-SCORES_NAME = "scores.json"  # per test image: path, label, raw score (for histograms and ensembles)
-MAX_TRAIN_SCORED = 100  # normal training images scored for the mean + k·sigma threshold
+__all__ = ["SCORES_NAME", "RunResult", "evaluate_detector", "make_loader", "normal_subset", "run_one", "train"]
+MAX_TRAIN_SCORED = 100  # normal images scored to normalise an ensemble's members
 
 
 @dataclass
@@ -80,7 +79,10 @@ def preprocessed(loader: Iterable[Batch], detector: Detector) -> Iterator[Batch]
             for batch in loader:
                 with torch.no_grad():
                     image = detector.pre(batch.image)
-                yield Batch(image, batch.label, batch.mask, batch.path, batch.category, batch.defect_type)
+                if batch.image.is_pinned():  # keep the loader's pinning (settings.pin_memory) for the new tensor
+                    image = image.pin_memory()
+                yield Batch(image, batch.label, batch.mask, batch.path, batch.category, batch.defect_type,
+                            batch.mask_known)
 
         def __len__(self) -> int:
             return len(loader)  # type: ignore[arg-type]
@@ -102,75 +104,43 @@ def _build(model_name: str, overrides: dict[str, Any], notes: list[str]) -> tupl
         return build_model(model_name, **{**overrides, "pretrained": False})
 
 
-def _score(detector: Detector, loader: Iterable[Batch], device: torch.device, keep: int = 0):
-    """Scores, labels, image paths, streamed pixel metrics, and up to `keep` examples for map panels.
-
-    What outlives a batch is Python numbers or copies, never views: a view keeps its whole batch alive, and small
-    tensors kept between the large maps freed at every batch pin glibc's heap (see `TeacherStatistics` in ad-kd).
-    """
-    scores, labels, paths, kept = [], [], [], []
-    pixel = PixelMetrics()
-    for batch in tqdm(loader, desc="scoring", unit="batch", disable=not settings.progress, leave=False):
-        pred = detector.predict(batch.image.to(device))
-        scores.extend(pred.score.cpu().tolist())
-        labels.extend(batch.label.tolist())
-        paths.extend(batch.path)
-        if pred.anomaly_map is not None and batch.mask is not None:
-            pixel.update(pred.anomaly_map.cpu(), batch.mask)
-        if keep and pred.anomaly_map is not None:
-            for i in range(len(batch)):
-                mask = None if batch.mask is None else batch.mask[i].clone()
-                kept.append((batch.image[i].clone(), pred.anomaly_map[i].cpu().clone(), mask, batch.path[i],
-                             int(batch.label[i])))
-            kept = _balanced(kept, keep)
-    return np.asarray(scores, dtype=np.float32), np.asarray(labels, dtype=np.int64), paths, pixel, kept
-
-
-def _balanced(kept: list, keep: int) -> list:
-    """Keep up to `keep` examples, anomalous ones first, a few normal ones too."""
-    anomalous = [k for k in kept if k[4] == 1][: keep - keep // 3]
-    normal = [k for k in kept if k[4] == 0][: keep - len(anomalous)]
-    return anomalous + normal
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def normal_subset(train_set: Dataset) -> Subset:
-    """Up to `MAX_TRAIN_SCORED` normal training images, evenly spread: what thresholds and ensembles score."""
+    """Up to `MAX_TRAIN_SCORED` normal training images, evenly spread: what an ensemble normalises its members on."""
     count = min(len(train_set), MAX_TRAIN_SCORED)
     return Subset(train_set, np.linspace(0, len(train_set) - 1, count).astype(int).tolist())
 
 
+@run_folder_scope
 def run_one(dataset: str, category: str, model_name: str, root: str | Path | None = None,
             output_dir: str | Path | None = None, **overrides: Any) -> RunResult:
     """Train one model on one category, evaluate it on the test split, and write every output."""
     notes: list[str] = []
+    overrides = check_options(model_name, overrides)  # types and ranges, before anything is built
     seed = int(overrides.pop("seed", settings.seed))
     device = resolve_device(overrides.pop("device", None))
     write_maps = bool(overrides.pop("write_maps", True))
+    source = {"source": overrides.pop("validation", "holdout"), "folder": overrides.pop("validation_dir", None),
+              "fraction": float(overrides.pop("validation_fraction", DEFAULT_FRACTION))}
+    target_fpr = float(overrides.pop("target_fpr", DEFAULT_TARGET_FPR))
+    masks = {} if overrides.pop("require_masks", True) else {"require_masks": False}
     seed_everything(seed)
     model, config = _build(model_name, dict(overrides), notes)
     run = {**config.run}
-    # A spec may choose its own threshold (U-Flow's NFA); an override wins, f1_percentile otherwise.
-    threshold_method = str(run.get("threshold_method", "f1_percentile"))
+    # A spec may choose its own deployable threshold (U-Flow's NFA); a named override wins; normal_fpr otherwise.
     k_sigma = float(run.get("k_sigma", 3.0))
     own_methods = model.fixed_thresholds()
-    if "threshold_method" not in overrides and threshold_method not in THRESHOLD_METHODS + tuple(own_methods or ()):
-        # The spec's choice does not exist in this configuration (U-Flow's NFA without the NFA map).
-        message = (f"{config.name}: its default threshold_method {threshold_method!r} is not available with these "
-                   f"options; using 'f1_percentile'")
-        warnings.warn(message, stacklevel=2)
-        notes.append(message)
-        threshold_method = "f1_percentile"
+    threshold_method = threshold_method_for(config.name, run, "threshold_method" in overrides, own_methods, notes)
     check_threshold_method(threshold_method, train_scores=(), fixed_thresholds=own_methods)
     image_size, batch_size = run["image_size"], int(run["batch_size"])
-    train_set = get_dataset(dataset, category, "train", image_size=image_size, root=root)
-    test_set = get_dataset(dataset, category, "test", image_size=image_size, root=root)
+    train_full = get_dataset(dataset, category, "train", image_size=image_size, root=root)
+    test_full = get_dataset(dataset, category, "test", image_size=image_size, root=root, **masks)
+    train_full.check_files()  # fail fast: every header read before any training
+    test_full.check_files()
+    split = validation_split(train_full, test_full, seed=seed, image_size=image_size, **source)
+    train_set, test_set = split.train, split.test
     detector = Detector(model, pre=PreProcessor.from_run(run))
     out = Path(output_dir or settings.output_dir) / dataset / category / config.name
-    out.mkdir(parents=True, exist_ok=True)
+    folder = open_run_folder(out)  # locked for this run; outputs staged, committed as a set below
 
     options = TrainerOptions.from_run(run, device=device, checkpoint_dir=out / "train_state",
                                       config=fingerprinted_config(config, seed))
@@ -180,11 +150,12 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
                                num_workers=workers)
     eval_batch = int(run.get("eval_batch_size", batch_size))
     test_loader = make_loader(test_set, eval_batch, shuffle=False, seed=seed, num_workers=workers)
-    val = preprocessed(test_loader, detector) if run.get("early_stopping_patience") else None
+    val_loader = make_loader(split.validation, eval_batch, shuffle=False, seed=seed, num_workers=workers)
+    val = preprocessed(val_loader, detector) if run.get("early_stopping_patience") else None  # validation only
     report = trainer.fit(model, preprocessed(train_loader, detector), val, generator=train_loader.generator)
     detector.to(device).eval()
-
-    train_scores, *_ = _score(detector, make_loader(normal_subset(train_set), eval_batch, False, seed), device)
+    calibration = calibrate(detector, val_loader, device, describe_validation(split.info), target_fpr, split.info)
+    calibration.apply_pixels(detector)
     header = {
         "dataset": dataset,
         "category": category,
@@ -202,12 +173,18 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
         header["warnings"] = notes
     if report.notes:
         header["notes"] = list(report.notes)
-    results = evaluate_detector(detector, test_loader, out, header, device, train_scores=train_scores,
-                                threshold_method=threshold_method, k_sigma=k_sigma, write_maps=write_maps)
-    detector.post.calibrate(results["threshold"]["value"], results["score_range"]["min"],
-                            results["score_range"]["max"])
-    save_checkpoint(detector, out, {
+    if "best_epoch" in report.extra:
+        header["early_stopping"] = {"best_epoch": report.extra["best_epoch"], "metric": "image AUROC",
+                                    "selected_on": calibration.selected_on}
+    if "test_note" in split.info:
+        header["test_split"] = split.info["test_note"]
+    results = evaluate_detector(detector, test_loader, folder.staging, header, device, threshold_method=threshold_method,
+                                k_sigma=k_sigma, target_fpr=target_fpr, fixed_thresholds=own_methods,
+                                write_maps=write_maps, calibration=calibration)
+    calibration.apply_image(detector, results["threshold"]["value"])
+    save_checkpoint(detector, folder.staging, {
         "model": config.name,
+        "run_id": folder.run_id,
         "base_model": config.spec.name,
         "plugin": config.plugin,
         "hyperparameters": config.hyperparameters,
@@ -216,74 +193,52 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
         "normalize": bool(run.get("normalize", True)),
         "thresholds": results["thresholds"],
         "threshold": results["threshold"],
-        "score_range": results["score_range"],
+        "decisions": results["decisions"],
+        "validation": results["validation"],
         "trained_on": {"dataset": dataset, "category": category, "images": len(train_set),
                        "root": None if root is None else str(Path(root).resolve())},
     })
+    folder.commit()
     return RunResult(dataset, category, config.name, out, results, run=header, warnings=notes)
 
 
-def evaluate_detector(detector: Detector, test_loader: DataLoader, out: Path, header: dict[str, Any],
-                      device: torch.device, train_scores: np.ndarray | None = None,
-                      threshold_method: str = "f1_percentile", k_sigma: float = 3.0,
-                      write_maps: bool = True) -> dict[str, Any]:
-    """Score the test split, compute metrics and thresholds, and write results, per-image scores, plots and maps.
-
-    `header` is completed in place with the test timing and memory figures.
-    """
-    start = time.perf_counter()
-    scores, labels, paths, pixel, kept = _score(detector, test_loader, device,
-                                                keep=MAX_MAP_PANELS if write_maps else 0)
-    test_seconds = time.perf_counter() - start
-    results = evaluate(scores, labels, pixel.compute() if pixel.has_masks else None,
-                       train_scores=train_scores, threshold_method=threshold_method, k_sigma=k_sigma,
-                       fixed_thresholds=detector.model.fixed_thresholds() or None)
-    header.update({
-        "test_images": len(scores),
-        "test_seconds": round(test_seconds, 3),
-        "test_images_per_second": round(len(scores) / max(test_seconds, 1e-9), 3),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
-    })
-    threshold = results["threshold"]["value"]
-    title = f"{header.get('model', '')} · {header.get('category', '')}"
-    write_results(out, results, header)
-    write_json(out / SCORES_NAME, {"paths": paths, "labels": labels, "scores": scores})
-    plot_histogram(scores, labels, threshold, out / "histogram.png", title=title)
-    plot_roc(scores, labels, out / "roc.png", title=title)
-    if kept:
-        masks = torch.stack([k[2] for k in kept]) if all(k[2] is not None for k in kept) else None
-        save_map_panels(out / "maps", torch.stack([k[0] for k in kept]), torch.stack([k[1] for k in kept]),
-                        threshold, [k[3] for k in kept], masks,
-                        vmin=results["score_range"]["min"], vmax=results["score_range"]["max"])
-    return results
-
-
-def train(dataset: str | list[str], category: str | list[str], model: str | list[str], *,
+def train(dataset_type: str | list[str], category: str | list[str], model_type: str | list[str], *,
           root: str | Path | None = None, output_dir: str | Path | None = None, verbose: bool = True,
           **overrides: Any) -> list[RunResult]:
-    """Train and evaluate every (dataset, category, model) combination; `category="all"` expands.
+    """Train and evaluate every (dataset, category, model) combination; `category="all"` expands per dataset.
 
-    Example: `train("mvtec", "bottle", "stfpm", num_epochs=50)`.
+    The seed's calls work as written, positionally (`train("mvtec", "bottle", "stfpm", num_epochs=50)`) or by
+    keyword (`train(dataset_type="mvtec", category="bottle", model_type="stfpm", img_size=512)`), and a list of
+    datasets (`train(["dataset_A", "dataset_B"], ["pattern1", "pattern2"], "stfpm")`) trains every category of
+    the list in every dataset. With `verbose`, each run prints its table and the folder its outputs went to;
+    with progress on (`ADCORE_PROGRESS`, default 1), a line on stderr says which run of how many starts.
     """
+    plan = [(ds, cat, name)
+            for ds in _as_list(dataset_type)
+            for cat in (list_categories(ds, root) if _as_list(category) == ["all"] else _as_list(category))
+            for name in _as_list(model_type)]
     runs: list[RunResult] = []
-    for ds in _as_list(dataset):
-        categories = _as_list(category)
-        if categories == ["all"]:
-            categories = list_categories(ds, root)
-        for cat in categories:
-            for name in _as_list(model):
-                runs.append(run_one(ds, cat, name, root=root, output_dir=output_dir, **overrides))
-                if verbose:
-                    print(summary_table(runs[-1:]))
+    for i, (ds, cat, name) in enumerate(plan, start=1):
+        if settings.progress:
+            print(f"[{i}/{len(plan)}] {ds} / {cat} / {name}", file=sys.stderr, flush=True)
+        runs.append(run_one(ds, cat, name, root=root, output_dir=output_dir, **overrides))
+        if verbose:
+            print(summary_table(runs[-1:]))
+            print(f"outputs written to {runs[-1].output_dir}")
     if verbose and len(runs) > 1:
         print(summary_table(runs))
     return runs
 
 
-def train_models(dataset_type: str | list[str], categories: str | list[str], models: list[str],
+def train_models(dataset_type: str | list[str], categories: str | list[str], models: str | list[str],
                  **overrides: Any) -> list[RunResult]:
     """The seed's batch entry point: every model on every category, one after another."""
     return train(dataset_type, categories, models, **overrides)
+
+
+def _fpr(confusion: dict[str, Any]) -> float:
+    negatives = confusion["fp"] + confusion["tn"]
+    return confusion["fp"] / negatives if negatives else float("nan")
 
 
 def summary_table(runs: list[RunResult]) -> str:
@@ -296,6 +251,8 @@ def summary_table(runs: list[RunResult]) -> str:
             "pixel AUROC": r.pixel_auroc,
             "pixel AUPRO": (r.results.get("pixel") or {}).get("aupro", float("nan")),
             "F1-max": r.results["image"]["f1_max"],
+            "recall@thr": r.results["confusion"]["recall"],  # at the saved threshold (validation by default)
+            "FPR@thr": _fpr(r.results["confusion"]),
             "fit s": r.run.get("fit_seconds", float("nan")),
             "img/s": r.run.get("test_images_per_second", float("nan")),
         }
@@ -318,10 +275,14 @@ def test_checkpoint(checkpoint: str | Path, dataset: str, category: str, root: s
     detector = load_model(checkpoint, device=dev)
     meta = detector.meta
     test_set = get_dataset(dataset, category, "test", image_size=meta["image_size"], root=root)
+    test_set.check_files()
     out = Path(output_dir) if output_dir else Path(checkpoint) / f"test-{dataset}-{category}"
     out.mkdir(parents=True, exist_ok=True)
     header = {"dataset": dataset, "category": category, "model": meta["model"], "checkpoint": str(checkpoint),
               "image_size": meta["image_size"], "device": str(dev)}
+    # The decision is the one saved with the model; the test split only measures it (and the oracle figures).
+    saved = meta.get("threshold") or {}
+    header["saved_threshold"] = {"method": saved.get("method"), "selected_on": saved.get("selected_on", "unrecorded")}
     results = evaluate_detector(detector, make_loader(test_set, batch_size, False, 0), out, header, dev,
-                                threshold_method=meta.get("threshold", {}).get("method", "f1_percentile"))
+                                threshold_method="saved", fixed_thresholds={"saved": float(detector.post.threshold)})
     return RunResult(dataset, category, meta["model"], out, results, run=header)

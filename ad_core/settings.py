@@ -13,6 +13,8 @@ class Settings:
     dataset_dir: Path = Path(os.environ.get("ADCORE_DATASET_DIR", "datasets"))
     backbone_dir: Path = Path(os.environ.get("ADCORE_BACKBONE_DIR", "backbones"))
     output_dir: Path = Path(os.environ.get("ADCORE_OUTPUT_DIR", "outputs"))
+    # where folder datasets' metadata.csv go; None: into each category folder of the data
+    metadata_dir: Path | None = Path(os.environ["ADCORE_METADATA_DIR"]) if os.environ.get("ADCORE_METADATA_DIR") else None
     seed: int = 42
     num_workers: int = 0
     pin_memory: bool = True  # only takes effect with CUDA
@@ -39,8 +41,10 @@ def set_globals(show_globals: bool = False, **values: Any) -> Settings:
             value = Path(value).expanduser()
         setattr(settings, key, value)
     if show_globals:
-        for key, value in settings.as_dict().items():
-            print(f"{key:>16}: {value}")
+        shown = settings.as_dict()
+        width = max(map(len, shown))
+        for key, value in shown.items():
+            print(f"{key:>{width}}: {value}")
     return settings
 
 

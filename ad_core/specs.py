@@ -47,8 +47,25 @@ RUN_KEYS = frozenset(
 )
 
 
+# Settings the runner reads itself (never passed to a model): outputs, masks and the validation source.
+RUNNER_KEYS = frozenset({"write_maps", "require_masks", "validation", "validation_fraction", "validation_dir",
+                         "target_fpr"})
+
+
+class OptionError(ValueError):
+    """An option is unknown, of the wrong type, or out of range (a user error, reported before anything is built)."""
+
+
 class SpecError(ValueError):
     """A plugin registered a malformed spec."""
+
+
+class FactoryImportError(ImportError):
+    """A registered model's factory cannot be imported: the plugin providing it is broken."""
+
+    def __init__(self, message: str, model: str) -> None:
+        super().__init__(message)
+        self.model = model
 
 
 def resolve_ref(ref: str) -> Any:
@@ -75,6 +92,7 @@ class ModelSpec:
     # The conformance suite's tiny config, keyed by the model's name or a variant's name. A variant's tiny config
     # is the base entry updated by its own entry (small backbone, few steps, small image; see `ad_core.testing`).
     test_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    min_image_size: int = 1  # the smallest input side (px) its backbone or flow accepts; checked before training
 
     def validate(self) -> None:
         """Raise `SpecError` naming what is wrong, so a broken plugin is reported, not half-loaded."""
@@ -87,6 +105,8 @@ class ModelSpec:
             raise SpecError(f"{self.name}: trainer must be one of {TRAINERS} or 'module:attr', got {self.trainer!r}")
         if not self.paradigm:
             raise SpecError(f"{self.name}: paradigm is empty")
+        if not isinstance(self.min_image_size, int) or self.min_image_size < 1:
+            raise SpecError(f"{self.name}: min_image_size must be a positive int, got {self.min_image_size!r}")
         if not isinstance(self.defaults, dict) or not all(isinstance(v, dict) for v in self.variants.values()):
             raise SpecError(f"{self.name}: defaults and each variant must be dicts")
         unknown = set(self.test_overrides) - {self.name, *self.variants}
@@ -110,4 +130,13 @@ class ModelSpec:
         return tiny
 
     def load_factory(self) -> Callable[..., Any]:
-        return resolve_ref(self.factory)
+        """The factory; a module that fails to import (or exits) is a `FactoryImportError` naming the model."""
+        try:
+            return resolve_ref(self.factory)
+        except (Exception, SystemExit) as exc:
+            cause = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else \
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            raise FactoryImportError(
+                f"model {self.name!r} cannot be built: its factory {self.factory!r} failed to import ({cause}). "
+                "The plugin providing it is broken: reinstall or fix it (see `adcore plugins`).", self.name
+            ) from exc

@@ -22,7 +22,12 @@ class Sample:
 
 @dataclass
 class Batch:
-    """A collated list of samples; `mask` is None only when no sample in the batch has one."""
+    """A collated list of samples; `mask` is None only when no sample in the batch has one.
+
+    `mask_known[i]` says whether `mask[i]` is ground truth: the sample had a mask, or is normal (all-zero
+    is then exact). An anomalous sample without a mask gets a zero placeholder with `mask_known` False:
+    its pixels are unknown and must never be scored as normal. None means every mask is known.
+    """
 
     image: torch.Tensor  # [B,3,H,W]
     label: torch.Tensor  # [B] int64
@@ -30,15 +35,30 @@ class Batch:
     path: list[str]
     category: list[str]
     defect_type: list[str] = field(default_factory=list)
+    mask_known: torch.Tensor | None = None  # [B] bool
 
     def to(self, device: torch.device | str) -> Batch:
+        """A copy on `device`; from pinned memory (`pin_memory()`) the copy is asynchronous, the point of pinning."""
+        fast = self.image.is_pinned()
         return Batch(
-            image=self.image.to(device),
-            label=self.label.to(device),
-            mask=None if self.mask is None else self.mask.to(device),
+            image=self.image.to(device, non_blocking=fast),
+            label=self.label.to(device, non_blocking=fast),
+            mask=None if self.mask is None else self.mask.to(device, non_blocking=fast),
             path=self.path,
             category=self.category,
             defect_type=self.defect_type,
+        )
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies of the tensors: a DataLoader with `pin_memory=True` calls this on every batch."""
+        return Batch(
+            image=self.image.pin_memory(),
+            label=self.label.pin_memory(),
+            mask=None if self.mask is None else self.mask.pin_memory(),
+            path=self.path,
+            category=self.category,
+            defect_type=self.defect_type,
+            mask_known=self.mask_known,
         )
 
     def __len__(self) -> int:
@@ -46,13 +66,14 @@ class Batch:
 
 
 def collate(samples: list[Sample]) -> Batch:
-    """DataLoader `collate_fn`: stacks tensors, fills absent masks with zeros when others have one."""
+    """DataLoader `collate_fn`: stacks tensors; an absent mask becomes a zero placeholder flagged in `mask_known`."""
     images = torch.stack([s.image for s in samples])
     labels = torch.tensor([int(s.label) for s in samples], dtype=torch.long)
-    mask = None
+    mask = known = None
     if any(s.mask is not None for s in samples):
         h, w = images.shape[-2:]
         mask = torch.stack([s.mask if s.mask is not None else torch.zeros(h, w) for s in samples])
+        known = torch.tensor([s.mask is not None or int(s.label) == 0 for s in samples], dtype=torch.bool)
     return Batch(
         image=images,
         label=labels,
@@ -60,6 +81,7 @@ def collate(samples: list[Sample]) -> Batch:
         path=[s.path for s in samples],
         category=[s.category for s in samples],
         defect_type=[s.defect_type for s in samples],
+        mask_known=known,
     )
 
 

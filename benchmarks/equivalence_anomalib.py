@@ -1,5 +1,5 @@
-"""Same weights, same outputs? Load anomalib's randomly initialised STFPM, FastFlow and EfficientAD weights into
-ours and compare the training losses and the test-time maps and scores on the same images.
+"""Same weights, same outputs? Load anomalib's randomly initialised STFPM, FastFlow, EfficientAD, DFM and CFA weights
+into ours and compare the training losses and the test-time maps and scores on the same images.
 
 With random backbone weights, side-by-side accuracy depends on the draw of the weights (see the seed sweeps in
 the plugin READMEs); this script takes the draw out of the comparison. It must run in an environment where
@@ -17,7 +17,10 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "plugins/ad-kd/src"), str(REPO / "plugins/ad-flow/src")]
+sys.path[:0] = [str(REPO), str(REPO / "plugins/ad-kd/src"), str(REPO / "plugins/ad-flow/src"),
+                 str(REPO / "plugins/ad-adapt/src"),
+                 str(REPO / "plugins/ad-synth/src"),
+                 str(REPO / "plugins/ad-recon/src")]
 warnings.filterwarnings("ignore")
 
 import timm  # noqa: E402
@@ -76,7 +79,11 @@ def fastflow(images: torch.Tensor) -> dict[str, float]:
     theirs.train()
     ours.train()
     loss_theirs = FastflowLoss()(*theirs(images)).item()
-    loss_ours = ours.training_step(type("B", (), {"image": images})()).item()
+    from ad_core.plugin_api import Batch, StepContext
+
+    batch = Batch(images, torch.zeros(len(images), dtype=torch.long), None, [""] * len(images), [""] * len(images))
+    ctx = StepContext(optimizers=[], schedulers=[], scaler=None, grad_clip=None)  # automatic mode: counters only
+    loss_ours = ours.training_step(batch, ctx).item()
     return _compare(theirs, ours, images, loss_theirs, loss_ours)
 
 
@@ -122,6 +129,138 @@ def efficientad(images: torch.Tensor) -> dict[str, float]:
     return _compare(theirs, ours, images, loss_theirs, float(mine["loss"]))
 
 
+def _dfm(images: torch.Tensor, score_type: str) -> dict[str, float]:
+    """DFM fitted on the same training images by both; anomalib's component count is given to ours (see below)."""
+    from anomalib.models.components import PCA
+    from anomalib.models.image.dfm.torch_model import DFMModel, SingleClassGaussian
+
+    from ad_adapt.dfm import Dfm
+    from ad_core.types import Batch
+
+    train = torch.randn(8, *images.shape[1:], generator=torch.Generator().manual_seed(2))
+    theirs = DFMModel(backbone="resnet18", layer="layer3", pre_trained=False, pooling_kernel_size=2,
+                      score_type=score_type)
+    row: dict[str, float | str] = {}
+    if score_type == "nll":
+        # As shipped, anomalib 2.7's NLL does not run on current torch (`torch.mean(..., device=...)` in
+        # SingleClassGaussian.fit), and its PCA.fit centres the memory bank in place before DFMModel.fit projects
+        # it, so its Gaussian would be fitted to the coordinates of x - 2 mean but score those of x - mean. Both
+        # are patched for the comparison.
+        row["as_shipped"] = _fit_dfm(theirs, train) or "fits"
+        pca_fit = PCA.fit
+        PCA.fit = lambda self, dataset: pca_fit(self, dataset.clone())
+        SingleClassGaussian.fit = _gaussian_fit
+        theirs = DFMModel(backbone="resnet18", layer="layer3", pre_trained=False, pooling_kernel_size=2,
+                          score_type=score_type)
+    error = _fit_dfm(theirs, train)
+    if error:
+        raise RuntimeError(error)
+    # anomalib keeps the components *before* the one at which the cumulative ratio reaches 0.97 (one fewer than
+    # the paper's rule), so ours is given anomalib's count for the comparison.
+    k = int(theirs.pca_model.num_components)
+    row["n_components"] = k
+    ours = Dfm(backbone="resnet18", pretrained=False, pooling_kernel_size=2, n_components=k, score_type=score_type)
+    ours.backbone.load_state_dict({"model." + key: v for key, v in
+                                   _strip(theirs.feature_extractor.state_dict(), "feature_extractor.").items()})
+    ours.on_fit_start([])
+    ours.update(Batch(train, torch.zeros(len(train), dtype=torch.long), None, [""] * len(train), [""] * len(train)))
+    ours.finalize()
+    ours.eval()
+    theirs.eval()
+    with torch.no_grad():
+        score, amap = ours.compute(images)
+        out = theirs(images.clone())
+    row["score_max_abs_diff"] = float((out.pred_score.flatten() - score).abs().max())
+    row["score_max_abs"] = float(out.pred_score.abs().max())
+    if amap is not None:
+        row["map_max_abs_diff"] = float((out.anomaly_map[:, 0] - amap).abs().max())
+        row["map_max_abs"] = float(out.anomaly_map.abs().max())
+    return row
+
+
+def _fit_dfm(model, train: torch.Tensor) -> str | None:
+    """anomalib's DFM fitted on `train`; the error it raises, if any."""
+    model.train()
+    with torch.no_grad():
+        model(train.clone())
+        try:
+            model.fit()
+        except TypeError as exc:
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return None
+
+
+def _gaussian_fit(self, dataset: torch.Tensor) -> None:
+    """anomalib's SingleClassGaussian.fit without the `device` argument current torch.mean rejects."""
+    self.mean_vec = dataset.mean(dim=1)
+    centred = (dataset - self.mean_vec[:, None]) / dataset.shape[1] ** 0.5
+    self.u_mat, self.sigma_mat, _ = torch.linalg.svd(centred, full_matrices=False)
+
+
+def dfm(images: torch.Tensor) -> dict[str, float]:
+    return _dfm(images, "fre")
+
+
+def dfm_nll(images: torch.Tensor) -> dict[str, float]:
+    return _dfm(images, "nll")
+
+
+def cfa(images: torch.Tensor) -> dict[str, float]:
+    """CFA-R18 (γ_c = γ_d = 1): the same bank from the same images, then the loss, scores and maps."""
+    import torchvision
+    from anomalib.models.image.cfa import torch_model as cfa_module
+    from anomalib.models.image.cfa.loss import CfaLoss
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from ad_adapt.cfa import Cfa
+    from ad_core.types import Batch
+
+    def random_extractor(backbone: str, return_nodes: list[str]):  # offline: torchvision without weights
+        return create_feature_extractor(getattr(torchvision.models, backbone)(weights=None), return_nodes).eval()
+
+    cfa_module.get_feature_extractor = random_extractor
+    theirs = cfa_module.CfaModel(backbone="resnet18", gamma_c=1, gamma_d=1, num_nearest_neighbors=3,
+                                 num_hard_negative_features=3, radius=1e-5)
+    ours = Cfa(backbone="resnet18", pretrained=False)
+    ours.backbone.load_state_dict({"model." + key: v for key, v in theirs.feature_extractor.state_dict().items()})
+    ours.descriptor.load_state_dict(theirs.descriptor.layer.conv2d.state_dict())
+    batch = Batch(images, torch.zeros(len(images), dtype=torch.long), None, [""] * len(images), [""] * len(images))
+    theirs.initialize_centroid([batch])
+    ours.on_fit_start([batch])
+    bank_diff = float((theirs.memory_bank.T - ours.memory_bank).abs().max())
+    theirs.train()
+    ours.train()
+    loss_theirs = float(CfaLoss(3, 3, 1e-5)(theirs(images)))
+    loss_ours = float(ours.training_step(batch, None))
+    ours.finalize()
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        out = theirs(images)
+        score, amap = ours.compute(images)
+        # anomalib takes the square root of |f|^2 + |c|^2 - 2 f.c in float32, which cancels for near items; ours
+        # measures the nearest items' distances directly. anomalib with its distances in float64 is the referee.
+        features = theirs.descriptor(list(theirs.feature_extractor(images).values()))
+        bank = theirs.memory_bank
+        theirs.memory_bank = bank.double()
+        distance = theirs.compute_distance(features.double())
+        theirs.memory_bank = bank
+        generator = theirs.anomaly_map_generator
+        reference = generator.compute_anomaly_map(generator.compute_score(distance, features.shape[-2:]).float(),
+                                                  image_size=images.shape[-2:])[:, 0]
+    return {
+        "map_max_abs_diff_to_float64": float((reference - amap).abs().max()),
+        "anomalib_map_max_abs_diff_to_float64": float((reference - out.anomaly_map).abs().max()),
+        "bank_max_abs_diff": bank_diff,
+        "loss_anomalib": loss_theirs,
+        "loss_ours": loss_ours,
+        "loss_rel_diff": abs(loss_theirs - loss_ours) / max(abs(loss_theirs), 1e-12),
+        "score_max_abs_diff": float((out.pred_score.flatten() - score).abs().max()),
+        "map_max_abs_diff": float((out.anomaly_map - amap).abs().max()),
+        "map_max_abs": float(out.anomaly_map.abs().max()),
+    }
+
+
 def _compare(theirs, ours, images: torch.Tensor, loss_theirs: float, loss_ours: float) -> dict[str, float]:
     """Both models in eval mode on the same images: how far apart are their scores and maps?"""
     theirs.eval()
@@ -140,12 +279,239 @@ def _compare(theirs, ours, images: torch.Tensor, loss_theirs: float, loss_ours: 
     }
 
 
+def supersimplenet(images: torch.Tensor) -> dict[str, float]:
+    """Unsupervised SuperSimpleNet on ResNet-18 with the same feature noise and Perlin masks on both sides.
+
+    The training forward and loss must agree exactly; the map differs only by the blur's kernel (anomalib cuts the
+    sigma-4 Gaussian at 3 sigma, ad-core at 4 sigma), so the raw map logits are compared as well."""
+    import anomalib.models.image.supersimplenet.torch_model as their_module
+    from anomalib.models.image.supersimplenet.loss import SSNLoss
+
+    from ad_synth.supersimplenet import SuperSimpleNet, ssn_loss
+
+    theirs = their_module.SupersimplenetModel(backbone="resnet18")
+    ours = SuperSimpleNet(backbone="resnet18", pretrained=False)
+    backbone = _strip(theirs.feature_extractor.feature_extractor.state_dict(), "feature_extractor.")
+    ours.features.backbone.model.load_state_dict(backbone)
+    ours.adaptor.load_state_dict(_strip(theirs.adaptor.state_dict(), "projection."))
+    ours.segdec.load_state_dict(theirs.segdec.state_dict())
+    theirs.train()
+    ours.train()
+    b = images.shape[0]
+    features = ours.features(images)
+    noise, perlin = ours.draws(b, features.shape[1], tuple(features.shape[-2:]))
+    theirs.anomaly_generator.generate_perlin = lambda *_: perlin
+    real_normal = torch.normal
+    torch.normal = lambda *a, **kw: noise / 0.015 * kw["std"]
+    try:
+        labels = torch.zeros(b)
+        out_theirs = theirs(images, masks=None, labels=labels)
+    finally:
+        torch.normal = real_normal
+    loss_theirs = SSNLoss()(*out_theirs).item()
+    masks = torch.zeros(b, *images.shape[-2:])
+    out_ours = ours.forward_train(features, masks, labels, noise, perlin)
+    loss_ours = ssn_loss(*out_ours).item()
+    row = _compare(theirs, ours, images, loss_theirs, loss_ours)
+    row["train_map_logits_max_abs_diff"] = float((out_theirs[0] - out_ours[0]).abs().max())
+    row["train_score_logits_max_abs_diff"] = float((out_theirs[1] - out_ours[1]).abs().max())
+    with torch.no_grad():
+        their_features = theirs.feature_extractor(images)
+        their_map = theirs.segdec(theirs.adaptor(their_features), their_features)[0]
+        row["eval_map_logits_max_abs_diff"] = float((their_map - ours.logits(images)[0]).abs().max())
+    return row
+
+
+def glass(images: torch.Tensor) -> dict[str, float]:
+    """GLASS on ResNet-18, 1536-d, with the same LAS images and masks, Gaussian draws and centre on both sides,
+    for the manifold and the hypersphere projection: patch features, the three losses, scores and maps."""
+    from anomalib.models.image.glass.torch_model import GlassModel
+
+    from ad_synth.glass import Glass
+
+    size = tuple(images.shape[-2:])
+    theirs = GlassModel(input_shape=size, backbone="resnet18", pre_trained=True)  # random weights (timm patched)
+    ours = Glass(backbone="resnet18", pretrained=False)
+    backbone = _strip(theirs.forward_modules["feature_aggregator"].state_dict(), "feature_extractor.")
+    ours.backbone.model.load_state_dict(backbone)
+    ours.projection.load_state_dict(_strip(theirs.projection.state_dict(), "layers.0fc."))
+    disc = {k: v.clone() for k, v in theirs.discriminator.state_dict().items()}
+    ours.discriminator.load_state_dict({k.replace("body.block1.", "body."): v for k, v in disc.items()})
+    with torch.no_grad():
+        embed_diff = float((theirs.generate_embeddings(images, evaluation=True)[0]
+                            - ours.embedder(ours.backbone(images))[0]).abs().max())
+    pixels = ours._pixels(images)
+    generator = torch.Generator().manual_seed(1)
+    masks = (torch.rand(images.shape[0], 1, *size, generator=generator) > 0.7).float()
+    aug_pixels = pixels * (1 - masks) + torch.rand(pixels.shape, generator=generator) * masks
+    aug = (aug_pixels - theirs._img_mean) / theirs._img_std
+    row: dict[str, float] = {"embedding_max_abs_diff": embed_diff}
+    for name, hypersphere in (("manifold", False), ("hypersphere", True)):
+        theirs.discriminator.load_state_dict(disc)  # the same BatchNorm statistics before each branch
+        ours.discriminator.load_state_dict({k.replace("body.block1.", "body."): v for k, v in disc.items()})
+        with torch.no_grad():
+            feats, grid = ours.embed(images)
+            center = feats.view(images.shape[0], grid[0] * grid[1], -1).mean(0)
+        theirs.center, theirs.svd = center, int(hypersphere)
+        ours.hypersphere.fill_(hypersphere)
+        ours.train()
+        theirs.train()
+        true_feats, grid = ours.embed(images)
+        noise = torch.randn(true_feats.shape, generator=generator) * 0.015
+        theirs.augmentor.forward = lambda _: (aug_pixels, masks)
+        real_randn_like = torch.randn_like
+        torch.randn_like = lambda _: noise / 0.015  # noqa: B023  (used within this iteration)
+        try:
+            loss_theirs = theirs(images)
+        finally:
+            torch.randn_like = real_randn_like
+        fake_feats, _ = ours.embed(aug)
+        patch_masks = torch.nn.functional.adaptive_max_pool2d(masks, grid).flatten()
+        loss_ours = ours.glass_loss(true_feats, fake_feats, patch_masks, noise,
+                                    center.repeat(images.shape[0], 1))
+        for key, theirs_value in zip(("true_loss", "gaus_loss", "focal_loss", "loss"),
+                                     (loss_theirs[0], loss_theirs[1], loss_theirs[3], loss_theirs[4])):
+            row[f"{name}_{key}_anomalib"] = float(theirs_value)
+            row[f"{name}_{key}_ours"] = float(loss_ours[key])
+        row[f"{name}_loss_rel_diff"] = abs(float(loss_theirs[4]) - float(loss_ours["loss"])) / float(loss_theirs[4])
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        out = theirs(images)
+        score, amap = ours.compute(images)
+    row["score_max_abs_diff"] = float((out.pred_score.flatten() - score).abs().max())
+    row["map_max_abs_diff"] = float((out.anomaly_map.reshape(amap.shape) - amap).abs().max())
+    row["loss_rel_diff"] = max(row["manifold_loss_rel_diff"], row["hypersphere_loss_rel_diff"])
+    row["loss_anomalib"], row["loss_ours"] = row["manifold_loss_anomalib"], row["manifold_loss_ours"]
+    row["map_max_abs"] = float(out.anomaly_map.abs().max())
+    return row
+
+
+def _copy_in_order(mine: torch.nn.Module, other: torch.nn.Module) -> None:
+    """Copy `other`'s state into `mine` entry by entry (both register their layers in the same order)."""
+    theirs = list(other.state_dict().values())
+    target = mine.state_dict()
+    assert len(theirs) == len(target), (len(theirs), len(target))
+    mine.load_state_dict({k: v.view_as(target[k]) for k, v in zip(target, theirs)})
+
+
+def ganomaly(images: torch.Tensor) -> dict[str, float]:
+    """GANomaly's networks with anomalib's first-layer padding (4; the authors' 1 is ours by default), the
+    discriminator loss and the score. The generator losses differ by design (anomalib: MSE of the discriminator's
+    outputs and a smooth-L1 latent loss; ours, as the authors: feature matching and an L2 latent loss), so the
+    anomalib generator loss is also computed on our outputs to show the networks agree."""
+    from anomalib.models.image.ganomaly.loss import DiscriminatorLoss, GeneratorLoss
+    from anomalib.models.image.ganomaly.torch_model import GanomalyModel
+
+    from ad_recon.ganomaly import Ganomaly, discriminator_loss, generator_loss
+
+    size = images.shape[-1]
+    theirs = GanomalyModel(input_size=(size, size), num_input_channels=3, n_features=16, latent_vec_size=100)
+    ours = Ganomaly(image_size=size, n_features=16)
+    for encoder in (ours.generator.encoder1, ours.generator.encoder2, ours.discriminator.features):
+        encoder[0].padding = (4, 4)  # anomalib's first convolution
+    _copy_in_order(ours.generator, theirs.generator)
+    _copy_in_order(ours.discriminator, theirs.discriminator)
+    theirs.train()
+    ours.train()
+    _, fake_t, z_t, zh_t = theirs(images)
+    pred_real, _ = theirs.discriminator(images)
+    pred_fake, _ = theirs.discriminator(fake_t)
+    g_theirs = GeneratorLoss()(z_t, zh_t, images, fake_t, pred_real, pred_fake)
+    d_theirs = DiscriminatorLoss()(pred_real, pred_fake)
+    fake, z, zh = ours.generator(images)
+    logit_real, feat_real = ours.discriminator(images)
+    logit_fake, feat_fake = ours.discriminator(fake)
+    g_ours, _ = generator_loss(images, fake, z, zh, feat_real, feat_fake, *ours.weights)
+    g_anomalib_on_ours = GeneratorLoss()(z, zh, images, fake, torch.sigmoid(logit_real), torch.sigmoid(logit_fake))
+    d_ours = discriminator_loss(logit_real, logit_fake)
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        score_t = theirs(images).pred_score
+        score, _ = ours.compute(images)
+    return {
+        "loss_anomalib": float(g_theirs), "loss_ours": float(g_anomalib_on_ours),
+        "loss_rel_diff": abs(float(g_theirs) - float(g_anomalib_on_ours)) / max(abs(float(g_theirs)), 1e-12),
+        "generator_loss_ours_authors_form": float(g_ours),
+        "discriminator_loss_rel_diff": abs(float(d_theirs) - float(d_ours)) / max(abs(float(d_theirs)), 1e-12),
+        "reconstruction_max_abs_diff": float((fake_t - fake).abs().max()),
+        "score_max_abs_diff": float((score_t.flatten() - score).abs().max()),
+        "map_max_abs_diff": 0.0, "map_max_abs": 0.0,  # image-level scores only
+    }
+
+
+def draem(images: torch.Tensor) -> dict[str, float]:
+    """DRAEM at the paper's widths. Ours feeds the discriminative network (reconstruction, input), anomalib
+    (input, reconstruction): the first convolution's input channels are swapped when copying. Scores are
+    compared with `score_pooling=1` (anomalib's plain maximum) and, as the intended deviation, with the authors'
+    21x21 pooling. Loss terms: L2 is the same; anomalib's focal loss is kornia's with alpha=1 (the background class
+    weighted 0, the mean taken over classes x pixels), compared with half of ours at alpha=1 and no smoothing; anomalib's SSIM pads by reflection, ours (as the
+    authors) with zeros: for the comparison our SSIM runs on reflection-padded images, its map cropped back."""
+    from anomalib.models.image.draem.loss import DraemLoss
+    from anomalib.models.image.draem.torch_model import DraemModel
+
+    from ad_core.components.losses import focal_loss, ssim, ssim_loss
+    from ad_recon.draem import Draem
+
+    theirs = DraemModel()
+    ours = Draem(image_size=list(images.shape[-2:]), score_pooling=1)
+    _copy_in_order(ours.reconstructive, theirs.reconstructive_subnetwork)
+    state = dict(theirs.discriminative_subnetwork.state_dict())
+    first = next(iter(state))
+    state[first] = state[first][:, [3, 4, 5, 0, 1, 2]]
+    helper = type(theirs.discriminative_subnetwork)(in_channels=6, out_channels=2)
+    helper.load_state_dict(state)
+    _copy_in_order(ours.discriminative, helper)
+    generator = torch.Generator().manual_seed(2)
+    clean = torch.rand(images.shape, generator=generator)
+    masks = (torch.rand(images.shape[0], *images.shape[-2:], generator=generator) > 0.8).float()
+    augmented = torch.where(masks.bool().unsqueeze(1), torch.rand(images.shape, generator=generator), clean)
+    theirs.train()
+    ours.train()
+    reconstruction_t, logits_t = theirs(augmented)
+    loss_t = DraemLoss()(clean, reconstruction_t, masks.unsqueeze(1), logits_t)
+    reconstruction, logits = ours(augmented)
+    l2 = torch.nn.functional.mse_loss(reconstruction, clean)
+    pad = lambda t: torch.nn.functional.pad(t, (5, 5, 5, 5), mode="reflect")  # noqa: E731
+    ssim_reflect = 1 - ssim(pad(reconstruction), pad(clean))[1][..., 5:-5, 5:-5].mean()
+    # kornia averages its focal map over classes x pixels: half the per-pixel mean with two classes
+    loss_as_anomalib = l2 + ssim_reflect + 0.5 * focal_loss(torch.softmax(logits, 1), masks, alpha=1.0, smooth=0.0)
+    loss_ours = l2 + ssim_loss(reconstruction, clean) + focal_loss(torch.softmax(logits, 1), masks)  # `Draem.loss`
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        out = theirs(images)
+        score, amap = ours.compute(images)
+        ours.score_pooling = 21
+        pooled, _ = ours.compute(images)
+    return {
+        "loss_anomalib": float(loss_t), "loss_ours": float(loss_as_anomalib),
+        "loss_rel_diff": abs(float(loss_t) - float(loss_as_anomalib)) / max(abs(float(loss_t)), 1e-12),
+        "loss_ours_authors_form": float(loss_ours),
+        "reconstruction_max_abs_diff": float((reconstruction_t - reconstruction).abs().max()),
+        "score_max_abs_diff": float((out.pred_score.flatten() - score).abs().max()),
+        "score_pooled_21_vs_anomalib_max_abs_diff": float((out.pred_score.flatten() - pooled).abs().max()),
+        "map_max_abs_diff": float((out.anomaly_map.reshape(amap.shape) - amap).abs().max()),
+        "map_max_abs": float(out.anomaly_map.abs().max()),
+    }
+
+
+
+CHECKS = {"stfpm": stfpm, "fastflow": fastflow, "efficientad": efficientad, "dfm": dfm, "dfm-nll": dfm_nll,
+          "cfa": cfa,
+          "supersimplenet": supersimplenet, "glass": glass,
+          "ganomaly": ganomaly, "draem": draem}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", dest="json_path", type=Path)
+    parser.add_argument("--models", nargs="+", choices=sorted(CHECKS), default=sorted(CHECKS),
+                        help="the models to compare (default: all)")
     args = parser.parse_args()
     import anomalib
 
@@ -153,9 +519,14 @@ def main() -> None:
     images = torch.randn(args.batch, 3, args.image_size, args.image_size)
     record = {"anomalib": anomalib.__version__, "torch": torch.__version__, "image_size": args.image_size,
               "batch": args.batch, "seed": args.seed, "models": {}}
-    for name, check in (("stfpm", stfpm), ("fastflow", fastflow), ("efficientad", efficientad)):
+    for name in args.models:
+        check = CHECKS[name]
         torch.manual_seed(args.seed)
         record["models"][name] = row = check(images)
+        if "loss_anomalib" not in row:
+            print(f"{name:11s} " + "; ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
+                                             for key, value in row.items()))
+            continue
         print(f"{name:11s} loss {row['loss_anomalib']:.6g} vs {row['loss_ours']:.6g} (rel. diff {row['loss_rel_diff']:.1e}); "
               f"max |score diff| {row['score_max_abs_diff']:.1e}; max |map diff| {row['map_max_abs_diff']:.1e} "
               f"(map values up to {row['map_max_abs']:.3g})")

@@ -1,17 +1,17 @@
 """Score a folder of new images with a trained checkpoint, as on a production line.
 
-    python examples/predict_folder.py outputs/demo/weave/patchcore-r18 path/to/images [maps_out]
+    python examples/predict_folder.py outputs/demo/weave/patchcore-r18 path/to/images
 
-The same from the shell: `adcore predict CHECKPOINT FOLDER --output maps_out --json`.
+`predict_paths` reads and resizes the files exactly as training did. The same from the shell, with overlay
+pictures: `adcore predict CHECKPOINT FOLDER --output maps_out --json`.
 """
 
 import sys
-from pathlib import Path
 
-from ad_core.inference import predict_paths
+from ad_core import load_model
 
-checkpoint, folder = Path(sys.argv[1]), Path(sys.argv[2])
-maps = Path(sys.argv[3]) if len(sys.argv) > 3 else None
-for row in predict_paths(checkpoint, [folder], output_dir=maps):
-    verdict = "ANOMALOUS" if row["label"] else "ok"
-    print(f"{verdict:>9}  {row['normalized_score']:.3f}  {row['path']}")
+detector = load_model(sys.argv[1])
+print(f"model input: {detector.image_size[0]}x{detector.image_size[1]} px, ImageNet-normalised: {detector.normalize}")
+for result in detector.predict_paths([sys.argv[2]]):
+    verdict = "ANOMALOUS" if result.label else "ok"
+    print(f"{verdict:>9}  {result.normalized_score:.3f}  {result.path}")

@@ -22,6 +22,18 @@ def tiny_plugin():
 
 
 @pytest.fixture
+def reliability_plugin():
+    """Test-only models that start from a pretrained file, or have a bug (see `reliability_plugin.py`)."""
+    from reliability_plugin import ReliabilityPlugin
+
+    from ad_core.plugins import register_plugin
+
+    unregister = register_plugin(ReliabilityPlugin(), "reliability-plugin")
+    yield
+    unregister()
+
+
+@pytest.fixture
 def outputs(tmp_path, monkeypatch):
     """Run outputs under a temporary folder."""
     from ad_core.settings import settings

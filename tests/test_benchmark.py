@@ -169,12 +169,16 @@ def test_cells_record_metrics_timings_memory_and_thresholds(grid) -> None:
         for model in ("padim", "patchcore-r18"):
             cell = grid.cells[f"{category}/{model}"]
             folder = grid.directory / "demo" / category / model
-            assert set(cell["metrics"]) == {"image_auroc", "image_aupr", "image_f1_max", "pixel_auroc", "pixel_aupro"}
-            assert all(0.0 <= v <= 1.0 for v in cell["metrics"].values())
+            assert set(cell["metrics"]) == {"image_auroc", "image_aupr", "image_f1_max", "pixel_auroc", "pixel_aupro",
+                                            "pixel_aupimo", "recall", "fpr"}
+            assert cell["metrics"]["pixel_aupimo"] is None  # 10 normal images of 64 px cannot resolve FPR 1e-5
+            assert all(0.0 <= v <= 1.0 for k, v in cell["metrics"].items() if k != "pixel_aupimo")
+            assert set(cell["per_defect"]) == {"scratch", "hole", "stain", "missing"}
+            assert all(0.0 <= d["recall"] <= 1.0 and 0.0 <= d["pixel_auroc"] <= 1.0 for d in cell["per_defect"].values())
             assert cell["fit_seconds"] > 0 and cell["test_images_per_second"] > 0 and cell["peak_rss_mb"] > 50
             assert cell["checkpoint_bytes"] == (folder / "model.safetensors").stat().st_size
-            assert cell["threshold"]["method"] == "f1_percentile"
-            assert cell["threshold"]["value"] == cell["thresholds"]["f1_percentile"]
+            assert cell["threshold"]["method"] == "normal_fpr"
+            assert cell["threshold"]["value"] == cell["thresholds"]["normal_fpr"]
             scores = json.loads((folder / "scores.json").read_text())
             assert len(scores["scores"]) == len(scores["labels"]) == len(scores["paths"]) == cell["test_images"]
             assert cell["overrides"] == {**OPTIONS, **PER_MODEL.get(model, {})}
@@ -227,6 +231,9 @@ def test_report_merges_every_cell_into_four_files(grid) -> None:
     assert {e["model"] for e in board["summary"]["demo"][:2]} == {"padim", "patchcore-r18"}
     md = (d / "leaderboard.md").read_text()
     assert "| padim |" in md and "deliberate crash" in md and "**timeout**" in md
+    assert "### Per defect type: image recall at the saved threshold / pixel AUROC" in md
+    scratch = grid.cells["weave/padim"]["per_defect"]["scratch"]
+    assert f"| weave | scratch | {scratch['recall']:.3f} / {scratch['pixel_auroc']:.3f} |" in md
     page = (d / "report.html").read_text()
     assert "http://" not in page and "https://" not in page and "<link" not in page  # nothing external
     assert page.count('src="data:image/png;base64,') >= 5  # heatmap, scatter, histograms, maps x 2 categories

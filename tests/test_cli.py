@@ -59,6 +59,14 @@ def test_broken_plugin_is_reported_and_other_commands_work(broken_dist) -> None:
     assert datasets.returncode == 0 and "mvtec" in datasets.stdout
 
 
+def test_a_plugin_calling_sys_exit_on_import_stops_no_command(broken_dist) -> None:
+    (broken_dist / "ad_broken_plugin.py").write_text("import sys\nsys.exit(0)\n")
+    helped = run_cli("--help", extra_path=broken_dist)
+    assert helped.returncode == 0 and "train" in helped.stdout
+    listing = run_cli("list-models", extra_path=broken_dist)
+    assert listing.returncode == 0 and "broken plugin ad-broken: called sys.exit(0)" in listing.stderr
+
+
 def test_list_models_json_shows_registered_models(tiny_plugin) -> None:
     result = CliRunner().invoke(main, ["list-models", "--json", "--paradigm", "test"])
     assert result.exit_code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from ad_core import load_model, train
 from ad_core.checkpoint import CheckpointError
 from ad_core.cli import main
 from ad_core.data import DemoDataset
+from ad_core.reports.overlay import HEADER, SIDE
 
 
 @pytest.fixture
@@ -29,11 +31,13 @@ def test_run_writes_every_output(run) -> None:
     assert list((out / "maps").glob("*.png"))
     results = json.loads((out / "results.json").read_text())
     assert 0.0 <= results["image"]["auroc"] <= 1.0
-    assert set(results["thresholds"]) >= {"f1_percentile", "f1_uniform", "roc_youden", "percentile_95", "mean_ksigma"}
+    assert set(results["thresholds"]) == {"normal_fpr", "mean_ksigma"}
+    assert set(results["oracle_thresholds"]) == {"f1_percentile", "f1_uniform", "roc_youden", "percentile_95"}
     assert "Confusion Matrix" in (out / "results.txt").read_text()
     meta = json.loads((out / "model.json").read_text())
     assert meta["model"] == "tiny-ae" and meta["hyperparameters"]["width"] == 8
     assert meta["threshold"]["value"] == results["threshold"]["value"]
+    assert results["threshold"]["method"] == "normal_fpr" and "validation" in results["threshold"]["selected_on"]
 
 
 def test_checkpoint_reloads_with_identical_predictions(run) -> None:
@@ -70,7 +74,9 @@ def test_cli_predict_on_a_folder(run, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert len(rows) == 2 and all(0.0 <= r["normalized_score"] <= 1.0 for r in rows)
-    assert all(Image.open(r["map"]).size == (32, 32) for r in rows)
+    # one overlay per image, named after it, at the image's own size (48 px, not the model's 32) plus the scale
+    assert sorted(Path(r["map"]).name for r in rows) == [f"img{i}_anomaly.png" for i in (0, len(data) - 1)]
+    assert all(Image.open(r["map"]).size == (48 + SIDE, 48 + HEADER) for r in rows)
 
 
 def test_cli_test_command_evaluates_a_checkpoint(run, tmp_path) -> None:

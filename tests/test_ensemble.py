@@ -142,7 +142,8 @@ def test_fusion_rules_on_hand_made_inputs() -> None:
 def test_normalisation_makes_members_comparable(built) -> None:
     model = built.detector.model
     train = DemoDataset(category=CATEGORY, split="train", image_size=80)
-    images = collate([train[i] for i in range(len(train))]).image
+    held_out = set(built.detector.meta["validation"]["held_out"])  # the members' validation share, not trained on
+    images = collate([train[i] for i in range(len(train)) if i not in held_out]).image
     with torch.inference_mode():
         raw = model.member_outputs(images)
     stds = [float(p.score.std()) for p in raw]
@@ -160,15 +161,20 @@ def test_normalisation_makes_members_comparable(built) -> None:
 
 def test_every_rule_is_evaluated_and_the_best_saved(built) -> None:
     assert set(built.rules) == set(FUSION_RULES)
-    best = max(FUSION_RULES, key=lambda r: (built.rules[r]["image"]["auroc"], built.rules[r]["pixel"]["auroc"]))
+    validation = {r: built.rules[r]["validation"] for r in FUSION_RULES}  # chosen there, never on the test split
+    best = max(FUSION_RULES, key=lambda r: validation[r]["image_auroc"])
     assert built.best_fusion == built.fusion == built.detector.model.fusion
-    assert built.rules[built.best_fusion]["image"]["auroc"] == built.rules[best]["image"]["auroc"]
+    assert validation[built.best_fusion]["image_auroc"] == validation[best]["image_auroc"]
+    assert built.rules[built.fusion]["threshold"]["method"] == "normal_fpr"
     for rule in FUSION_RULES:
         assert (built.output_dir / f"fusion-{rule}" / "results.json").is_file()
         assert (built.output_dir / f"fusion-{rule}" / "roc.png").is_file()
     top = json.loads((built.output_dir / "results.json").read_text())
     assert top["run"]["fusion"] == built.fusion and top["image"] == built.results["image"]
     assert f"best fusion rule: {built.best_fusion}" in (built.output_dir / "ensemble.txt").read_text()
+    text = (built.output_dir / "results.txt").read_text()
+    assert "=== Fusion rules and members ===" in text and f"best fusion rule: {built.best_fusion}" in text
+    assert not any("{" in line for line in text.splitlines()), "results.txt holds raw JSON"
     spec = json.loads((built.output_dir / "ensemble.json").read_text())
     assert [m["path"] for m in spec["members"]] == [f"../{m}" for m in MEMBERS]  # relative to the ensemble
     assert spec["image_size"] == 80 and spec["threshold"] == built.results["threshold"]
@@ -250,7 +256,9 @@ def test_members_of_different_categories_are_refused(bench, tmp_path) -> None:
     shutil.copytree(bench / "demo" / CATEGORY / "padim", other)
     meta = json.loads((other / "model.json").read_text())
     meta["trained_on"]["category"] = "disc"
+    del meta["run_id"]  # a checkpoint saved outside a run folder: an edited run folder would be refused as altered
     (other / "model.json").write_text(json.dumps(meta))
+    (other / "manifest.json").unlink()
     with pytest.raises(ValueError, match="different or unrecorded categories"):
         build_ensemble([bench / "demo" / CATEGORY / "dfkde", other], tmp_path / "out")
     with pytest.raises(ValueError, match="at least 2 members"):

@@ -51,9 +51,10 @@ LABELS = np.array([0, 0, 0, 1, 1, 1])
 
 def test_fixed_threshold_is_listed_and_selectable() -> None:
     results = evaluate(SCORES, LABELS, fixed_thresholds={"own": 0.25}, threshold_method="own")
-    assert results["thresholds"]["own"] == {"value": 0.25, "fixed": True}
-    assert {"f1_percentile", "roc_youden", "percentile_95"} <= set(results["thresholds"])
-    assert results["threshold"] == {"method": "own", "value": 0.25}
+    own = {"value": 0.25, "fixed": True, "selected_on": "the model itself (no data)"}
+    assert results["thresholds"]["own"] == own
+    assert {"f1_percentile", "roc_youden", "percentile_95"} <= set(results["oracle_thresholds"])
+    assert results["threshold"] == {"method": "own", "value": 0.25, "selected_on": own["selected_on"]}
     assert results["confusion"]["fp"] == 1 and results["confusion"]["tp"] == 3  # 0.3 >= 0.25 is a false alarm
     assert "own (set by the model): 0.250" in format_results_txt(results)
 
@@ -75,7 +76,7 @@ def test_unknown_method_names_the_fixed_ones_too() -> None:
 def test_run_writes_the_models_threshold(own_threshold_plugin, outputs) -> None:
     (run,) = train("demo", "weave", "tiny-own-threshold", verbose=False)  # the spec's default method
     results = json.loads((run.output_dir / "results.json").read_text())
-    assert results["thresholds"]["own"] == {"value": 0.25, "fixed": True}
+    assert results["thresholds"]["own"]["value"] == 0.25 and results["thresholds"]["own"]["fixed"]
     assert results["threshold"]["method"] == "own" and results["threshold"]["value"] == 0.25
     assert "own (set by the model): 0.250" in (run.output_dir / "results.txt").read_text()
     meta = json.loads((run.output_dir / "model.json").read_text())
@@ -85,8 +86,11 @@ def test_run_writes_the_models_threshold(own_threshold_plugin, outputs) -> None:
 def test_an_override_wins_over_the_specs_method(own_threshold_plugin, outputs) -> None:
     (run,) = train("demo", "weave", "tiny-own-threshold", verbose=False, threshold_method="roc_youden")
     results = json.loads((run.output_dir / "results.json").read_text())
-    assert results["threshold"]["method"] == "roc_youden"
-    assert results["threshold"]["value"] == results["thresholds"]["roc_youden"]["value"]
+    assert results["threshold"]["method"] == "roc_youden"  # a test-label threshold, because it was named
+    assert results["threshold"]["value"] == results["oracle_thresholds"]["roc_youden"]["value"]
+    assert "oracle" in results["threshold"]["selected_on"]
+    meta = json.loads((run.output_dir / "model.json").read_text())
+    assert meta["threshold"]["value"] == results["threshold"]["value"]
 
 
 def test_an_unknown_method_fails_before_training(own_threshold_plugin, outputs, monkeypatch) -> None:
@@ -104,5 +108,5 @@ def test_a_spec_default_that_does_not_apply_falls_back_with_a_warning(own_thresh
     with pytest.warns(UserWarning, match="default threshold_method 'own' is not available"):
         (run,) = train("demo", "weave", "tiny-without-own-threshold", verbose=False)
     results = json.loads((run.output_dir / "results.json").read_text())
-    assert results["threshold"]["method"] == "f1_percentile"
+    assert results["threshold"]["method"] == "normal_fpr"
     assert any("not available" in w for w in results["run"]["warnings"])

@@ -64,17 +64,34 @@ def test_gradient_clipping_bounds_the_gradient() -> None:
     assert grad_norm(clipped) <= 1e-3 * 1.001 < grad_norm(free)
 
 
+class RecordingVal:
+    """A validation set that records the model's weights each time the trainer validates on it."""
+
+    def __init__(self, model: torch.nn.Module, data: list[Batch]) -> None:
+        self.model, self.data, self.states = model, data, []
+
+    def __iter__(self):
+        self.states.append({k: v.detach().clone() for k, v in self.model.named_parameters()})
+        return iter(self.data)
+
+
 def test_early_stopping_restores_best_epoch() -> None:
     val_good = batches(1, seed=5)[0]
     anomalous = val_good.image.clone()
     anomalous[:, :, 4:12, 4:12] = 1.0
-    val = [Batch(torch.cat([val_good.image, anomalous]), torch.tensor([0] * 4 + [1] * 4), None, ["v"] * 8, ["c"] * 8)]
+    model = fresh()
+    val = RecordingVal(model, [Batch(torch.cat([val_good.image, anomalous]), torch.tensor([0] * 4 + [1] * 4), None,
+                                     ["v"] * 8, ["c"] * 8)])
     report = GradientTrainer(device="cpu", num_epochs=30, early_stopping_patience=2, progress=False).fit(
-        fresh(), batches(), val
+        model, batches(), val
     )
     assert report.epochs < 30
     aurocs = [h["val_image_auroc"] for h in report.history]
-    assert report.extra["best_epoch"] == 1 + aurocs.index(max(aurocs))
+    best = report.extra["best_epoch"]
+    assert best == 1 + aurocs.index(max(aurocs)) and best < report.epochs  # the last epochs did not improve
+    restored = dict(model.named_parameters())
+    assert all(torch.equal(restored[k], v) for k, v in val.states[best - 1].items())  # the best epoch's weights
+    assert not all(torch.equal(restored[k], v) for k, v in val.states[-1].items())  # not the last epoch's
 
 
 def test_empty_training_set_is_a_clear_error() -> None:

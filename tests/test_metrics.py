@@ -11,6 +11,8 @@ import torch
 from scipy import ndimage
 
 from ad_core.metrics import (
+    AupimoMetric,
+    MapMetrics,
     THRESHOLD_METHODS,
     DefaultScorer,
     PixelMetrics,
@@ -22,6 +24,7 @@ from ad_core.metrics import (
     f1_threshold_percentile,
     f1_threshold_uniform,
     mean_ksigma_threshold,
+    normal_fpr_threshold,
     percentile_threshold,
     pr_curve,
     roc_curve,
@@ -324,7 +327,8 @@ def test_pixel_state_does_not_grow_with_images():
 
 # ---------------------------------------------------------------- evaluate and the scorer
 
-TOP_KEYS = {"image", "pixel", "thresholds", "threshold", "confusion", "score_range", "counts"}
+TOP_KEYS = {"image", "pixel", "thresholds", "oracle_thresholds", "threshold", "confusion", "score_range", "counts"}
+ORACLE_NAMES = ["f1_percentile", "f1_uniform", "roc_youden", "percentile_95"]
 
 
 def _scores_labels(seed: int = 0, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
@@ -335,29 +339,31 @@ def _scores_labels(seed: int = 0, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
 
 def test_evaluate_structure_is_exact_and_json_ready():
     scores, labels = _scores_labels()
-    train = np.random.default_rng(1).normal(size=40)
-    result = evaluate(scores, labels, {"pixel_auroc": 0.9, "pixel_aupro": 0.8}, train_scores=train)
+    held_out = np.random.default_rng(1).normal(size=40)
+    result = evaluate(scores, labels, {"pixel_auroc": 0.9, "pixel_aupro": 0.8}, train_scores=held_out,
+                      normal_scores=held_out)
     assert set(result) == TOP_KEYS
     assert set(result["image"]) == {"auroc", "aupr", "f1_max"}
     assert result["pixel"] == {"auroc": 0.9, "aupro": 0.8}
-    assert list(result["thresholds"]) == [
-        "f1_percentile",
-        "f1_uniform",
-        "roc_youden",
-        "percentile_95",
-        "mean_ksigma",
-    ]
-    assert set(result["thresholds"]["roc_youden"]) == {"value", "sensitivity", "specificity"}
-    assert set(result["thresholds"]["mean_ksigma"]) == {"value", "k", "mean", "std"}
-    assert result["threshold"] == {
-        "method": "f1_percentile",
-        "value": result["thresholds"]["f1_percentile"]["value"],
+    assert list(result["thresholds"]) == ["normal_fpr", "mean_ksigma"]
+    assert list(result["oracle_thresholds"]) == ORACLE_NAMES
+    assert set(result["oracle_thresholds"]["roc_youden"]) == {"value", "sensitivity", "specificity", "selected_on",
+                                                              "confusion"}
+    assert set(result["thresholds"]["mean_ksigma"]) == {"value", "k", "mean", "std", "selected_on"}
+    assert result["threshold"] == {  # the default: no test label involved
+        "method": "normal_fpr",
+        "value": result["thresholds"]["normal_fpr"]["value"],
+        "selected_on": "held-out normal images",
     }
     assert set(result["confusion"]) == {"tp", "fn", "tn", "fp", "accuracy", "precision", "recall", "f1"}
     assert result["counts"] == {"normal": 30, "anomalous": 30}
     assert result["score_range"] == {"min": scores.min(), "max": scores.max()}
     assert result["image"]["auroc"] == auroc(scores, labels)
-    assert result["thresholds"]["percentile_95"]["value"] == pytest.approx(np.percentile(scores[:30], 95))
+    oracle = result["oracle_thresholds"]
+    assert oracle["percentile_95"]["value"] == pytest.approx(np.percentile(scores[:30], 95))
+    assert all("oracle" in t["selected_on"] for t in oracle.values())
+    for t in oracle.values():
+        assert t["confusion"] == confusion(scores, labels, t["value"])
     assert json.loads(json.dumps(result, allow_nan=False)) == result  # plain floats and ints only
     assert all(type(v) is int for k, v in result["confusion"].items() if k in ("tp", "fn", "tn", "fp"))
 
@@ -365,36 +371,68 @@ def test_evaluate_structure_is_exact_and_json_ready():
 @pytest.mark.parametrize("method", THRESHOLD_METHODS)
 def test_evaluate_uses_the_chosen_threshold_for_the_confusion_matrix(method):
     scores, labels = _scores_labels(2)
-    result = evaluate(scores, labels, train_scores=np.zeros(5) + 0.1, threshold_method=method)
-    value = result["thresholds"][method]["value"]
-    assert result["threshold"] == {"method": method, "value": value}
+    held_out = np.linspace(-1.0, 1.0, 50)
+    result = evaluate(scores, labels, train_scores=held_out, normal_scores=held_out, threshold_method=method)
+    pool = result["oracle_thresholds"] if method in ORACLE_NAMES else result["thresholds"]
+    value = pool[method]["value"]
+    assert result["threshold"] == {"method": method, "value": value, "selected_on": pool[method]["selected_on"]}
     assert result["confusion"] == confusion(scores, labels, value)
     assert result["pixel"] is None
-    assert "mean_ksigma" in result["thresholds"]
+    assert {"normal_fpr", "mean_ksigma"} == set(result["thresholds"])
+
+
+def test_normal_fpr_threshold_flags_at_most_the_target_share():
+    values = np.arange(200, dtype=np.float32)
+    t = normal_fpr_threshold(values, 0.01)  # 2 of 200 may be flagged: 198 and 199
+    assert np.sum(values >= t["value"]) == 2 and t["fpr"] == 0.01 and 197 < t["value"] <= 198
+    strict = normal_fpr_threshold(values[:50], 0.01)  # fewer than 100 values: none may be flagged
+    assert np.sum(values[:50] >= strict["value"]) == 0 and strict["value"] > 49
+    assert np.float32(strict["value"]) == strict["value"]  # exact once stored as a float32 buffer
+    ties = normal_fpr_threshold(np.array([1.0, 1.0, 1.0, 1.0], dtype=np.float32), 0.5)
+    assert ties["fpr"] == 0.0  # ties are never split: fewer false positives rather than more
+    with pytest.raises(ValueError, match="needs normal images"):
+        normal_fpr_threshold(np.array([]), 0.01)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        normal_fpr_threshold(values, 1.0)
 
 
 def test_evaluate_rejects_unknown_method_and_missing_train_scores():
     scores, labels = _scores_labels()
-    with pytest.raises(ValueError, match="f1_percentile, f1_uniform, roc_youden, percentile_95, mean_ksigma"):
+    with pytest.raises(ValueError, match="normal_fpr, mean_ksigma, f1_percentile, f1_uniform, roc_youden, percentile_95"):
         evaluate(scores, labels, threshold_method="otsu")
     with pytest.raises(ValueError, match="needs train_scores"):
         evaluate(scores, labels, threshold_method="mean_ksigma")
     assert "mean_ksigma" not in evaluate(scores, labels)["thresholds"]
 
 
-def test_evaluate_only_normal_test_set_falls_back():
+def test_evaluate_falls_back_and_says_so():
     scores = np.arange(21.0)
     labels = np.zeros(21, dtype=int)
-    result = evaluate(scores, labels)
+    result = evaluate(scores, labels)  # no held-out normals and a one-class test set: the last resort
     assert all(np.isnan(v) for v in result["image"].values())
-    assert set(result["thresholds"]) == {"percentile_95"}
-    assert result["threshold"] == {"method": "percentile_95", "value": 19.0, "fallback_from": "f1_percentile"}
+    assert set(result["oracle_thresholds"]) == {"percentile_95"} and not result["thresholds"]
+    assert result["threshold"]["method"] == "percentile_95" and result["threshold"]["value"] == 19.0
+    assert result["threshold"]["fallback_from"] == "normal_fpr" and "oracle" in result["threshold"]["selected_on"]
     assert result["counts"] == {"normal": 21, "anomalous": 0}
     assert result["confusion"]["fp"] == 2  # 19 and 20
     train = np.array([4.0, 8.0])  # mean 6, std 2
     with_train = evaluate(scores, labels, train_scores=train, threshold_method="roc_youden")
-    assert with_train["threshold"] == {"method": "mean_ksigma", "value": 12.0, "fallback_from": "roc_youden"}
+    assert with_train["threshold"]["method"] == "mean_ksigma" and with_train["threshold"]["value"] == 12.0
+    assert with_train["threshold"]["fallback_from"] == "roc_youden"
+    with_normals = evaluate(scores, labels, normal_scores=np.arange(100.0), threshold_method="f1_uniform")
+    assert with_normals["threshold"]["method"] == "normal_fpr"  # the deployable rule comes first
     json.dumps(result)
+
+
+def test_per_defect_recall_at_the_chosen_threshold():
+    scores = np.array([0.1, 0.2, 0.9, 0.3, 0.8, 0.7])
+    labels = np.array([0, 0, 1, 1, 1, 1])
+    types = ["good", "good", "scratch", "scratch", "hole", "hole"]
+    result = evaluate(scores, labels, normal_scores=np.array([0.1, 0.2, 0.25]), target_fpr=0.0, defect_types=types)
+    assert 0.25 < result["threshold"]["value"] < 0.3
+    assert result["per_defect"] == {"hole": {"images": 2, "recall": 1.0}, "scratch": {"images": 2, "recall": 1.0}}
+    result = evaluate(scores, labels, fixed_thresholds={"own": 0.5}, threshold_method="own", defect_types=types)
+    assert result["per_defect"]["scratch"]["recall"] == 0.5 and result["per_defect"]["hole"]["recall"] == 1.0
 
 
 def test_default_scorer_streams_batches_into_evaluate():
@@ -420,13 +458,122 @@ def test_default_scorer_streams_batches_into_evaluate():
             )
         )
     result = DefaultScorer(threshold_method="roc_youden")(predictions, targets)
-    expected = evaluate(
-        scores, labels, _streamed(maps, masks, batch=4).compute(), threshold_method="roc_youden"
-    )
-    assert result == expected
+    expected = evaluate(scores, labels, {**_streamed(maps, masks, batch=4).compute(), "anomalous_without_mask": 0},
+                        threshold_method="roc_youden", defect_types=["unknown"] * 12)
+    assert {k: v for k, v in result.items() if k != "pixel"} == {k: v for k, v in expected.items() if k != "pixel"}
+    assert result["pixel"]["auroc"] == expected["pixel"]["auroc"] and result["pixel"]["aupro"] == expected["pixel"]["aupro"]
     assert result["pixel"]["auroc"] == pytest.approx(auroc(maps.ravel(), masks.ravel()), abs=1e-3)
     for t in targets:
         t.mask = None
-    assert DefaultScorer()(predictions, targets)["pixel"] is None
+    assert DefaultScorer(normal_scores=scores[labels == 0])(predictions, targets)["pixel"] is None
     with pytest.raises(ValueError, match="valid ones"):
         DefaultScorer(threshold_method="best")
+
+
+# ---------------------------------------------------------------- AUPIMO, unknown masks, per-defect pixels
+
+def _direct_aupimo(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray, bounds: tuple[float, float]) -> list:
+    """AUPIMO by brute force: every distinct value as a threshold, the polyline over log10(FPR) integrated
+    segment by segment between the bounds (FPR: mean of the normal images' own FPRs)."""
+    thresholds = np.unique(maps)[::-1]
+    normal = maps[labels == 0]
+    fpr = np.array([np.mean([(m >= t).mean() for m in normal]) for t in thresholds])
+    low, high = np.log10(bounds)
+    areas = []
+    for amap, mask in zip(maps[labels == 1], masks[labels == 1]):
+        tpr = np.array([(amap[mask] >= t).mean() for t in thresholds])
+        x, y = np.log10(fpr[fpr > 0]), tpr[fpr > 0]
+        area = 0.0
+        for i in range(len(x) - 1):
+            a, b = max(x[i], low), min(x[i + 1], high)
+            if x[i + 1] > x[i] and b > a:
+                slope = (y[i + 1] - y[i]) / (x[i + 1] - x[i])
+                area += (b - a) * (y[i] + slope * (a - x[i]) + y[i] + slope * (b - x[i])) / 2
+        areas.append(area / (high - low))
+    return areas
+
+
+def _aupimo_case(seed: int, quantised: bool):
+    rng = np.random.default_rng(seed)
+    maps = rng.random((7, 20, 20)).astype(np.float32)
+    masks = np.zeros_like(maps, dtype=bool)
+    labels = np.array([0, 0, 0, 0, 1, 1, 1])
+    for i in range(4, 7):
+        y, x = rng.integers(0, 12, 2)
+        masks[i, y : y + 8, x : x + 6] = True
+        maps[i][masks[i]] += rng.uniform(0.0, 0.4)
+    if quantised:  # values on a coarse grid fall in distinct bins: the streamed result is then exact
+        maps = (np.round(maps * 256) / 256).astype(np.float32)
+    return maps, masks, labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_aupimo_matches_a_direct_computation(seed):
+    bounds = (1e-2, 2e-1)  # 1600 normal pixels resolve these; the default 1e-5 needs 100k
+    for quantised, tolerance in ((True, 1e-12), (False, 1e-3)):
+        maps, masks, labels = _aupimo_case(seed, quantised)
+        metric = AupimoMetric(fpr_bounds=bounds)
+        metric.update(maps[:3], masks[:3], labels[:3])
+        metric.update(maps[3:], masks[3:], labels[3:])
+        result = metric.compute()
+        expected = _direct_aupimo(maps, masks, labels, bounds)
+        np.testing.assert_allclose(result["per_image"], expected, atol=tolerance)
+        assert result["aupimo"] == pytest.approx(np.mean(expected), abs=tolerance) and result["images"] == 3
+
+
+def test_aupimo_extremes_and_undefined_cases():
+    maps, masks, labels = _aupimo_case(0, True)
+    perfect = maps.copy()
+    perfect[masks] = 5.0  # every defect pixel above every normal pixel: overlap 1 at every FPR
+    metric = AupimoMetric(fpr_bounds=(1e-2, 2e-1))
+    metric.update(perfect, masks, labels)
+    assert metric.compute()["aupimo"] == pytest.approx(1.0)
+    hidden = maps.copy()
+    hidden[masks] = -1.0  # below every normal pixel: no overlap within the FPR range
+    metric = AupimoMetric(fpr_bounds=(1e-2, 2e-1))
+    metric.update(hidden, masks, labels)
+    assert metric.compute()["aupimo"] == 0.0
+    small = AupimoMetric()  # 1600 normal pixels cannot resolve an FPR of 1e-5
+    small.update(maps, masks, labels)
+    result = small.compute()
+    assert np.isnan(result["aupimo"]) and "cannot resolve FPR 1e-05" in result["reason"]
+    with pytest.raises(ValueError, match="fpr_bounds"):
+        AupimoMetric(fpr_bounds=(1e-4, 1e-5))
+
+
+def test_unknown_masks_are_left_out_of_pixel_metrics_and_counted():
+    rng = np.random.default_rng(3)
+    masks = _blob_masks(rng, 6, 32)
+    maps = _random_maps(rng, masks)
+    labels = np.array([0, 0, 1, 1, 1, 1])
+    masks[:2] = 0
+    known = np.array([True, True, True, True, False, True])
+    unknown_mask = np.zeros_like(masks[4])  # what collate puts in place of a missing mask
+    with_placeholder = masks.copy()
+    with_placeholder[4] = unknown_mask
+    streamed = MapMetrics(aupimo_bounds=(1e-2, 1e-1))
+    streamed.update(maps, with_placeholder, labels, known, ["good", "good", "a", "b", "a", "b"])
+    result = streamed.compute()
+    keep = known
+    reference = PixelMetrics()
+    reference.update(maps[keep], masks[keep])
+    assert result["pixel_auroc"] == reference.compute()["pixel_auroc"]
+    assert result["anomalous_without_mask"] == 1
+    as_normal = PixelMetrics()  # the old behaviour: the defect pixels counted as normal ones
+    as_normal.update(maps, with_placeholder)
+    assert as_normal.compute()["pixel_auroc"] != result["pixel_auroc"]
+
+
+def test_per_defect_pixel_auroc_pits_each_type_against_every_normal_pixel():
+    rng = np.random.default_rng(4)
+    masks = _blob_masks(rng, 4, 32)
+    maps = _random_maps(rng, masks)
+    metrics = PixelMetrics()
+    metrics.update(maps, masks, ["a", "b", "a", "b"])
+    per_type = metrics.compute()["per_defect_pixel_auroc"]
+    normal = maps[masks < 0.5]
+    for kind, rows in (("a", [0, 2]), ("b", [1, 3])):
+        anomalous = maps[rows][masks[rows] > 0.5]
+        values = np.concatenate([normal, anomalous])
+        truth = np.concatenate([np.zeros(normal.size), np.ones(anomalous.size)])
+        assert per_type[kind] == pytest.approx(auroc(values, truth), abs=1e-4)

@@ -87,14 +87,22 @@ def test_bad_specs_are_rejected(bad) -> None:
         ModelSpec(**fields).validate()
 
 
-def test_duplicate_names_name_both_plugins(monkeypatch) -> None:
+@pytest.mark.parametrize("order", [("one", "two"), ("two", "one")])
+def test_a_duplicated_name_resolves_to_neither_plugin_whatever_the_order(monkeypatch, order) -> None:
     monkeypatch.setenv("ADCORE_LOAD_PLUGINS", "")
-    registry = load_registry([("one", Registers(spec("dup"))), ("two", Registers(spec("other", variants={"dup": {}})))])
-    assert registry.plugins["two"].broken
-    assert "'one'" in registry.plugins["two"].error and "'two'" in registry.plugins["two"].error
-    assert "other" not in registry.models  # the broken plugin's models are rolled back
+    plugins = {"one": Registers(spec("dup"), spec("mine")),
+               "two": Registers(spec("other", variants={"dup": {}, "other-wide": {}}), spec("dup-free"))}
+    registry = load_registry([(name, plugins[name]) for name in order])
+    assert not registry.plugins["one"].broken and not registry.plugins["two"].broken
+    with pytest.raises(PluginError, match="'dup'.*several plugins.*'one', 'two'"):
+        registry.resolve("dup")
+    for name in ("mine", "other", "other-wide", "dup-free"):  # every other name of both plugins stays
+        assert registry.resolve(name)
+    assert "dup" not in registry.all_names()
+    itself = load_registry([("twice", Registers(spec("same"), spec("other", variants={"same": {}})))])
+    assert itself.plugins["twice"].broken and "['same'] more than once" in itself.plugins["twice"].error
     with pytest.raises(PluginError):
-        registry.register_model(spec("dup"), "three")
+        registry.register_model(spec("mine"), "three")
 
 
 def test_plugin_that_raises_is_broken_others_work(monkeypatch) -> None:
@@ -182,3 +190,27 @@ def test_plugin_commands_are_added_and_a_failing_hook_is_reported(monkeypatch) -
     assert result.exit_code == 0 and result.output.strip() == "hello line"
     assert registry.plugins["bad"].broken and "command hook bug" in registry.plugins["bad"].error
     assert not registry.plugins["adds"].broken
+
+
+def test_a_plugin_calling_sys_exit_on_import_is_contained(fake_dist, monkeypatch) -> None:
+    fake_dist("fake-good", "fake_good", GOOD)
+    fake_dist("fake-exits", "fake_exits", "import sys\nsys.exit(3)\n")
+    monkeypatch.setenv("ADCORE_LOAD_PLUGINS", "fake-good,fake-exits")
+    registry = load_registry()
+    assert registry.plugins["fake-exits"].broken and "sys.exit(3)" in registry.plugins["fake-exits"].error
+    assert registry.resolve("fake-good")
+
+
+def test_a_factory_module_that_fails_to_import_is_named(fake_dist, monkeypatch) -> None:
+    from ad_core.building import build_model
+    from ad_core.plugins import register_plugin
+    from ad_core.specs import FactoryImportError
+
+    fake_dist("fake-model", "fake_model", "raise ImportError('needs scipy')\n")
+    lazy = Registers(ModelSpec(name="lazy-bad", paradigm="test", factory="fake_model:Model"))
+    unregister = register_plugin(lazy, "lazy-plugin")
+    try:
+        with pytest.raises(FactoryImportError, match="'lazy-bad'.*fake_model:Model.*needs scipy"):
+            build_model("lazy-bad")
+    finally:
+        unregister()

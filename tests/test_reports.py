@@ -33,19 +33,26 @@ NAN = float("nan")
 
 @pytest.fixture
 def results() -> dict:
+    oracle = "test labels (oracle: for reference, not a deployable setting)"
     return {
         "image": {"auroc": 0.987, "aupr": 0.991, "f1_max": 0.95},
         "pixel": {"auroc": 0.971, "aupro": 0.912},
         "thresholds": {
-            "f1_percentile": {"value": 0.234, "f1": 0.915},
-            "f1_uniform": {"value": 0.236, "f1": 0.916},
-            "roc_youden": {"value": 0.241, "sensitivity": 0.945, "specificity": 0.898},
-            "percentile_95": {"value": 0.189},
-            "mean_ksigma": {"value": 0.201, "k": 3.0, "mean": 0.11, "std": 0.03},
+            "normal_fpr": {"value": 0.25, "target_fpr": 0.01, "fpr": 0.0, "normal_count": 20,
+                           "selected_on": "validation"},
+            "mean_ksigma": {"value": 0.201, "k": 3.0, "mean": 0.11, "std": 0.03, "selected_on": "validation"},
         },
-        "threshold": {"method": "f1_percentile", "value": 0.234},
-        "confusion": {"tp": 89, "fn": 5, "tn": 82, "fp": 11, "accuracy": 0.912, "precision": 0.887,
-                      "recall": 0.945, "f1": 0.916},
+        "oracle_thresholds": {
+            "f1_percentile": {"value": 0.234, "f1": 0.915, "selected_on": oracle,
+                              "confusion": {"tp": 89, "fn": 5, "tn": 82, "fp": 11, "accuracy": 0.912,
+                                            "precision": 0.887, "recall": 0.945, "f1": 0.916}},
+            "f1_uniform": {"value": 0.236, "f1": 0.916, "selected_on": oracle},
+            "roc_youden": {"value": 0.241, "sensitivity": 0.945, "specificity": 0.898, "selected_on": oracle},
+            "percentile_95": {"value": 0.189, "selected_on": oracle},
+        },
+        "threshold": {"method": "normal_fpr", "value": 0.25, "selected_on": "validation"},
+        "confusion": {"tp": 80, "fn": 14, "tn": 90, "fp": 3, "accuracy": 0.909, "precision": 0.964,
+                      "recall": 0.851, "f1": 0.904},
         "score_range": {"min": 0.01, "max": 0.93},
         "counts": {"normal": 93, "anomalous": 94},
     }
@@ -56,8 +63,9 @@ def one_class_results(results) -> dict:
     r = copy.deepcopy(results)
     r["image"] = {"auroc": NAN, "aupr": NAN, "f1_max": NAN}
     r["pixel"] = None
-    r["thresholds"] = {"percentile_95": {"value": 0.189}}
-    r["threshold"] = {"method": "percentile_95", "value": 0.189, "fallback_from": "f1_percentile"}
+    r["thresholds"] = {}
+    r["oracle_thresholds"] = {"percentile_95": {"value": 0.189, "selected_on": "test labels (oracle)"}}
+    r["threshold"] = {"method": "percentile_95", "value": 0.189, "fallback_from": "normal_fpr"}
     r["counts"] = {"normal": 20, "anomalous": 0}
     return r
 
@@ -74,17 +82,22 @@ F1-max: 0.950
 AUROC: 0.971 (97.1%)
 AUPRO: 0.912 (91.2%)
 
-=== Thresholds ===
+=== Thresholds (deployable: set without test labels) ===
+Normal FPR 1.0% (validation): 0.250 | FPR on 20 validation normals: 0.000
+Mean + 3.0 sigma (held-out normals): 0.201
+Chosen: normal_fpr = 0.250 | selected on: validation
+
+=== Confusion Matrix (Normal-FPR Threshold) ===
+TP=80, FN=14, TN=90, FP=3
+Accuracy: 0.909, Precision: 0.964, Recall: 0.851, FPR: 0.032
+
+=== Oracle Thresholds (tuned on the test labels: optimistic, for reference only) ===
 F1 (Percentile): 0.234 | F1: 0.915
+  TP=89, FN=5, TN=82, FP=11
+  Accuracy: 0.912, Precision: 0.887, Recall: 0.945, FPR: 0.118
 F1 (Uniform): 0.236 | F1: 0.916
 ROC (Youden J): 0.241 | Sensitivity: 0.945, Specificity: 0.898
 Percentile (95%): 0.189
-Mean + 3.0 sigma (train): 0.201
-Chosen: f1_percentile = 0.234
-
-=== Confusion Matrix (F1 Threshold) ===
-TP=89, FN=5, TN=82, FP=11
-Accuracy: 0.912, Precision: 0.887, Recall: 0.945
 """
 
 
@@ -107,8 +120,8 @@ def test_nan_metrics_no_masks_and_missing_thresholds(one_class_results):
     assert "nan" not in text.lower()
     assert "=== Pixel-level Results ===\nnot available (no masks)\n" in text
     assert "Percentile (95%): 0.189" in lines
-    assert not any(line.startswith(("F1 (", "ROC (", "Mean +")) for line in lines)
-    assert "Chosen: percentile_95 = 0.189 (fallback from f1_percentile" in text
+    assert not any(line.startswith(("F1 (", "ROC (", "Mean +", "Normal FPR")) for line in lines)
+    assert "Chosen: percentile_95 = 0.189 (fallback from normal_fpr" in text
     assert "=== Confusion Matrix (95th Percentile Threshold) ===" in lines
 
 
@@ -122,9 +135,29 @@ def test_confusion_header_names_the_chosen_method(results, method, words):
     assert f"=== Confusion Matrix ({words}) ===" in format_results_txt(results).splitlines()
 
 
+def test_results_txt_says_what_each_figure_is_tuned_on(results):
+    results["pixel"]["aupimo"] = {"mean": 0.61, "images": 94, "fpr_bounds": [1e-5, 1e-4]}
+    results["pixel"]["per_defect_pixel_auroc"] = {"scratch": 0.9, "hole": 0.8}
+    results["per_defect"] = {"scratch": {"images": 50, "recall": 0.9}, "hole": {"images": 44, "recall": 0.75}}
+    results["counts"]["anomalous_without_mask"] = 3
+    results["validation"] = {"source": "holdout", "normal_images": 20, "anomalous_images": 20,
+                             "defects": "synthetic", "image_auroc": 0.97}
+    results["decisions"] = {"score_range": {"min": 0.0, "max": 1.0, "selected_on": "validation"},
+                            "pixel_threshold": {"value": 0.5, "target_fpr": 0.01, "selected_on": "validation"},
+                            "map_range": {"min": 0.0, "max": 2.0, "selected_on": "validation"}}
+    lines = format_results_txt(results).splitlines()
+    assert "AUPIMO (FPR 1e-05..0.0001 on normal images): 0.610 (61.0%) over 94 anomalous image(s)" in lines
+    assert "Left out: 3 anomalous image(s) without a mask (unknown pixels, not normal ones)" in lines
+    assert "Source: holdout, 20 normal + 20 anomalous (synthetic)" in lines
+    assert "Pixel threshold (normal FPR 1.0%): 0.5000 | map range 0.0000 .. 2.0000" in lines
+    assert "hole: images 44, recall 0.750, pixel AUROC 0.800" in lines
+    oracle = lines.index("=== Oracle Thresholds (tuned on the test labels: optimistic, for reference only) ===")
+    assert lines.index("=== Confusion Matrix (Normal-FPR Threshold) ===") < oracle  # the saved decision first
+
+
 def test_mean_ksigma_line_shows_k(results):
     results["thresholds"]["mean_ksigma"]["k"] = 2.5
-    assert "Mean + 2.5 sigma (train): 0.201" in format_results_txt(results).splitlines()
+    assert "Mean + 2.5 sigma (held-out normals): 0.201" in format_results_txt(results).splitlines()
 
 
 def test_write_results_round_trips(tmp_path, results):

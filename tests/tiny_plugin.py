@@ -53,7 +53,7 @@ class TinyPlugin:
     @staticmethod
     @hookimpl
     def adcore_register_models(register) -> None:
-        register(ModelSpec(name="tiny-ae", paradigm="test", factory="tiny_plugin:TinyAE", trainer="gradient",
+        register(ModelSpec(name="tiny-ae", paradigm="test", min_image_size=4, factory="tiny_plugin:TinyAE", trainer="gradient",
                            paper="test-only model", defaults={"width": 8, "num_epochs": 3, "batch_size": 8,
                                                               "image_size": 32},
                            variants={"tiny-ae-wide": {"width": 16}, "tiny-ae-pretrained": {"pretrained": True}}))

@@ -44,12 +44,11 @@ def _names(value: str | Iterable[str]) -> list[str]:
 
 def _check_models(models: list[str], overrides: dict[str, Any],
                   model_overrides: dict[str, dict[str, Any]]) -> list[str]:
-    """Canonical model names; unknown models and unknown options fail now rather than in every cell.
+    """Canonical model names; unknown models and unknown or ill-typed options fail now rather than in every cell.
 
     A model whose code cannot even be imported is left to fail in its own cells, so the grid goes on.
     """
-    from ad_core.api import resolve_config
-    from ad_core.api import get_registry
+    from ad_core.api import OptionError, check_options, get_registry
 
     registry = get_registry()
     names = [registry.resolve(m)[1] for m in models]
@@ -58,8 +57,8 @@ def _check_models(models: list[str], overrides: dict[str, Any],
         raise ValueError(f"options given for model(s) {unknown} that are not in the grid {names}")
     for name in names:
         try:
-            resolve_config(name, **overrides, **model_overrides.get(name, {}))
-        except TypeError:
+            check_options(name, {**overrides, **model_overrides.get(name, {})})
+        except OptionError:
             raise
         except Exception:  # a model that cannot be built here is recorded as failed by its cells
             continue

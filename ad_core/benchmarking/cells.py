@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from ad_core import __version__
 from ad_core.benchmarking.grid import CELL_FILE, Cell
-from ad_core.api import write_json
+from ad_core.api import FileLock, write_json
 
 SCHEMA = 1
 LOG_NAME = "cell.log"
@@ -59,6 +59,7 @@ class RunningCell:
     started_at: str
     deadline: float | None
     config: dict[str, Any]
+    lock: FileLock  # held from launch to the final cell.json: another grid on this directory waits for the cell
 
 
 def _now() -> str:
@@ -82,9 +83,28 @@ def is_finished(directory: str | Path) -> bool:
     return all((Path(directory) / name).is_file() for name in ("results.json", "model.safetensors"))
 
 
+def cell_lock(directory: Path) -> FileLock:
+    """The lock of a cell: a file beside its folder, which `launch` clears."""
+    return FileLock(directory.parent / f".{directory.name}.cell.lock", f"benchmark cell {directory}",
+                    "benchmark grid")
+
+
 def launch(cell: Cell, options: CellOptions) -> RunningCell:
-    """Clear the cell's folder, mark it running, and start its child process (in its own process group)."""
+    """Lock the cell, clear its folder, mark it running, and start its child process (in its own process group).
+
+    The lock is held until the cell's record is written; a cell another grid is running raises
+    `RunFolderBusyError` and is left alone.
+    """
     directory = cell.directory(options.output)
+    lock = cell_lock(directory).acquire()
+    try:
+        return _start(cell, options, directory, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _start(cell: Cell, options: CellOptions, directory: Path, lock: FileLock) -> RunningCell:
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
@@ -108,7 +128,7 @@ def launch(cell: Cell, options: CellOptions) -> RunningCell:
     config = {"overrides": spec["overrides"], "root": options.root, "threads": options.threads,
               "timeout": options.timeout}
     return RunningCell(cell, directory, process, log, now, started_at,
-                       now + options.timeout if options.timeout else None, config)
+                       now + options.timeout if options.timeout else None, config, lock)
 
 
 def _reap(process: subprocess.Popen) -> tuple[int, float | None] | None:
@@ -230,6 +250,7 @@ def _finish(running: RunningCell, reaped: tuple[int, float | None], status: str 
         record["log_tail"] = _log_tail(directory)
     child_file.unlink(missing_ok=True)
     write_json(directory / CELL_FILE, record)  # last: only now does the cell look finished
+    running.lock.release()
     return record
 
 
@@ -238,12 +259,21 @@ def _measurements(directory: Path, child: dict[str, Any]) -> dict[str, Any]:
     results = json.loads((directory / "results.json").read_text())
     run = results.get("run", {})
     image, pixel = results.get("image") or {}, results.get("pixel") or {}
+    confusion = results.get("confusion") or {}
+    negatives = confusion.get("fp", 0) + confusion.get("tn", 0)
     metrics = {
         "image_auroc": image.get("auroc"), "image_aupr": image.get("aupr"), "image_f1_max": image.get("f1_max"),
         "pixel_auroc": pixel.get("auroc"), "pixel_aupro": pixel.get("aupro"),
+        "pixel_aupimo": (pixel.get("aupimo") or {}).get("mean"),
+        "recall": confusion.get("recall"),  # at the saved (deployment) threshold
+        "fpr": confusion["fp"] / negatives if negatives else None,
     }
+    pixel_by_type = pixel.get("per_defect_pixel_auroc") or {}
+    per_defect = {kind: {**entry, "pixel_auroc": pixel_by_type.get(kind)}
+                  for kind, entry in (results.get("per_defect") or {}).items()}
     return {
         "metrics": metrics,
+        "per_defect": per_defect,
         "fit_seconds": run.get("fit_seconds"),
         "test_seconds": run.get("test_seconds"),
         "test_images_per_second": run.get("test_images_per_second"),

@@ -16,7 +16,7 @@ table { border-collapse: collapse; margin: 8px 0 16px; font-variant-numeric: tab
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; cursor: pointer; user-select: none; position: sticky; top: 0; }
 th:hover { background: #e6e6e6; } th.asc::after { content: " \\25B2"; } th.desc::after { content: " \\25BC"; }
-td.text, th.text { text-align: left; } td.error { white-space: normal; max-width: 420px; text-align: left; }
+td.text, th.text { text-align: left; } td.error { white-space: normal; min-width: 160px; max-width: 360px; text-align: left; }
 tr.failed td, tr.timeout td, tr.incomplete td { background: #fdecea; } tr:nth-child(even) td { background-color: #fafafa; }
 tr.failed:nth-child(even) td { background: #fbe3e0; }
 .status-ok { color: #1a7f37; } .status-failed, .status-timeout, .status-incomplete { color: #b42318; font-weight: 600; }
@@ -89,17 +89,18 @@ def leaderboard_table(dataset: str, entries: list[dict[str, Any]], metrics: list
 
 
 def cells_table(dataset: str, rows: list[dict[str, Any]], metrics: list[tuple[str, str]]) -> str:
-    text_columns = ["category", "model", "status"]
+    """Every cell; the error comes right after the status, so a narrow window scrolls figures, not errors."""
+    text_columns = ["category", "model", "status", "error"]
     numeric = [*metrics, ("threshold", "threshold"), ("wall_seconds", "wall s")]
     head = "".join(f'<th class="text">{c}</th>' for c in text_columns)
-    head += "".join(f"<th>{_e(h)}</th>" for _, h in numeric) + '<th class="text">error</th>'
+    head += "".join(f"<th>{_e(h)}</th>" for _, h in numeric)
     body = []
     for r in rows:
-        cells = [f'<td class="text">{_e(r["category"])}</td>', f'<td class="text">{_e(r["model"])}</td>',
-                 f'<td class="text status-{_e(r["status"])}">{_e(r["status"])}</td>']
-        cells += [_num_cell(r.get(k)) for k, _ in numeric]
         error = str(r.get("error") or "")
-        cells.append(f'<td class="error" title="{_e(error)}">{_e(error[:200])}</td>')
+        cells = [f'<td class="text">{_e(r["category"])}</td>', f'<td class="text">{_e(r["model"])}</td>',
+                 f'<td class="text status-{_e(r["status"])}">{_e(r["status"])}</td>',
+                 f'<td class="error" title="{_e(error)}">{_e(error[:200])}</td>']
+        cells += [_num_cell(r.get(k)) for k, _ in numeric]
         body.append(f'<tr class="{_e(r["status"])}">' + "".join(cells) + "</tr>")
     return (f'<div class="scroll"><table class="sortable cells" id="cells-{_anchor(dataset)}">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")

@@ -15,13 +15,17 @@ from ad_core.benchmarking.cells import read_cell
 from ad_core.benchmarking.grid import CELL_FILE
 from ad_core.api import write_json, write_text
 
-# (key, header) of the per-cell numbers; the first five are the accuracy metrics.
+# (key, header) of the per-cell numbers; the first eight are the accuracy metrics (recall and FPR at the
+# saved threshold, which is set on the validation source unless a test-label oracle was asked for by name).
 METRICS = [
     ("image_auroc", "image AUROC"),
     ("image_aupr", "image AUPR"),
     ("image_f1_max", "F1-max"),
     ("pixel_auroc", "pixel AUROC"),
     ("pixel_aupro", "pixel AUPRO"),
+    ("pixel_aupimo", "AUPIMO"),
+    ("recall", "recall @thr"),
+    ("fpr", "FPR @thr"),
     ("fit_seconds", "fit s"),
     ("test_images_per_second", "test img/s"),
     ("peak_rss_mb", "peak RSS MB"),
@@ -53,7 +57,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row = {
         "dataset": record.get("dataset"), "category": record.get("category"), "model": record.get("model"),
         "status": INCOMPLETE if status in ("running", "interrupted") else status,
-        **{key: metrics.get(key) for key, _ in METRICS[:5]},
+        **{key: metrics.get(key) for key, _ in METRICS[:8]},
         "fit_seconds": record.get("fit_seconds"),
         "test_images_per_second": record.get("test_images_per_second"),
         "peak_rss_mb": record.get("peak_rss_mb"),
@@ -65,6 +69,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "image_size": record.get("image_size"),
         "device": record.get("device"),
         "error": record.get("error") or ("the cell was running or was interrupted" if status == "running" else None),
+        "per_defect": record.get("per_defect") or {},
     }
     return row
 
@@ -166,6 +171,23 @@ def status_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
+def _per_defect_table(rows: list[dict[str, Any]], dataset: str) -> list[str]:
+    """Per category and defect type, each model's image recall at its saved threshold / pixel AUROC."""
+    cells = [r for r in rows if r["dataset"] == dataset and r["status"] == "ok" and r.get("per_defect")]
+    if not cells:
+        return []
+    models = sorted({r["model"] for r in cells})
+    body = []
+    for category in sorted({r["category"] for r in cells}):
+        by_model = {r["model"]: r["per_defect"] for r in cells if r["category"] == category}
+        for kind in sorted({k for d in by_model.values() for k in d}):
+            entries = [by_model.get(m, {}).get(kind) for m in models]
+            body.append([category, kind, *["—" if e is None else f"{fmt(e.get('recall'), 3)} / "
+                                           f"{fmt(e.get('pixel_auroc'), 3) or 'n/a'}" for e in entries]])
+    return ["### Per defect type: image recall at the saved threshold / pixel AUROC", "",
+            *_md_table(["category", "defect type", *models], body)]
+
+
 def to_markdown(rows: list[dict[str, Any]], summary: dict[str, list[dict[str, Any]]]) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(status_counts(rows).items()))
     lines = ["# Benchmark leaderboard", "", f"{len(rows)} cells: {counts or 'none'}.", ""]
@@ -179,6 +201,7 @@ def to_markdown(rows: list[dict[str, Any]], summary: dict[str, list[dict[str, An
         lines += ["### Image AUROC per category", ""]
         lines += _md_table(["model", *categories],
                            [[m, *[fmt(v) if np.isfinite(v) else "—" for v in values[i]]] for i, m in enumerate(models)])
+        lines += _per_defect_table(rows, dataset)
         failures = [r for r in rows if r["dataset"] == dataset and r["status"] != "ok"]
         if failures:
             lines += ["### Failed cells", ""]

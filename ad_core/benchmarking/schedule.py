@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ad_core.benchmarking.cells import CellOptions, RunningCell, is_finished, launch, poll, read_cell, stop
 from ad_core.benchmarking.grid import Cell
+from ad_core.api import RunFolderBusyError
 
 POLL_SECONDS = 0.1
 
@@ -51,7 +52,8 @@ def run_grid(cells: list[Cell], options: CellOptions, jobs: int = 1, progress: b
              echo: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
     """Run every unfinished cell, `jobs` at a time; returns the records of all cells in grid order.
 
-    Records of cells skipped because they were already finished carry `"resumed": True`. `echo` prints one
+    Records of cells skipped because they were already finished carry `"resumed": True`; a cell that another
+    grid on the same directory is running is waited for and then taken as it finished (never run twice). `echo` prints one
     line per finished cell (through the progress bar when it is shown); None keeps quiet.
     Interrupting the grid (Ctrl-C, SIGTERM) kills the running cells and records them as interrupted.
     """
@@ -78,8 +80,18 @@ def run_grid(cells: list[Cell], options: CellOptions, jobs: int = 1, progress: b
     with _terminate_as_interrupt():
         try:
             while queue or running:
-                while queue and len(running) < jobs:
-                    running.append(launch(queue.popleft(), options))
+                for _ in range(len(queue)):
+                    if len(running) >= jobs:
+                        break
+                    cell = queue.popleft()
+                    if is_finished(cell.directory(options.output)):  # finished by another grid meanwhile
+                        records[cell] = {**(read_cell(cell.directory(options.output)) or {}), "resumed": True}
+                        bar.update(1)
+                        continue
+                    try:
+                        running.append(launch(cell, options))
+                    except RunFolderBusyError:  # another grid on this directory runs it: wait for it
+                        queue.append(cell)
                     show_running()
                 time.sleep(POLL_SECONDS)
                 for item in list(running):

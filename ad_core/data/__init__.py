@@ -1,42 +1,49 @@
-"""Datasets: the real on-disk layouts (MVTec AD, VisA, BTAD, your own folders) and a synthetic demo set."""
+"""Datasets: the real on-disk layouts (MVTec AD, VisA, BTAD, your own folders) and a synthetic demo set.
 
-from ad_core.data.base import DatasetLayoutError, ImageDataset, Record, resolve_categories
-from ad_core.data.btad import BTAD, BTAD_CATEGORIES
-from ad_core.data.catalog import DATASETS, get_dataset, list_categories, list_datasets
-from ad_core.data.folder import FolderDataset, read_metadata_csv, write_metadata_csv
-from ad_core.data.images import ImageReadError, read_image, read_mask
-from ad_core.data.mvtec import MVTEC_CATEGORIES, MVTecAD
-from ad_core.data.synthetic import DEFECTS, DEMO_CATEGORIES, DemoDataset, render, write_demo_dataset
-from ad_core.data.transforms import ImageTransform, MaskTransform, to_size
-from ad_core.data.visa import VISA_CATEGORIES, VisA
+Names are imported on first use, so that `ad_core.data.formats` (what `adcore list-datasets` reads) does not
+pay for torch.
+"""
 
-__all__ = [
-    "BTAD",
-    "BTAD_CATEGORIES",
-    "DATASETS",
-    "DEFECTS",
-    "DEMO_CATEGORIES",
-    "MVTEC_CATEGORIES",
-    "VISA_CATEGORIES",
-    "DatasetLayoutError",
-    "DemoDataset",
-    "FolderDataset",
-    "ImageDataset",
-    "ImageReadError",
-    "ImageTransform",
-    "MVTecAD",
-    "MaskTransform",
-    "Record",
-    "VisA",
-    "get_dataset",
-    "list_categories",
-    "list_datasets",
-    "read_image",
-    "read_mask",
-    "read_metadata_csv",
-    "render",
-    "resolve_categories",
-    "to_size",
-    "write_demo_dataset",
-    "write_metadata_csv",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BTAD": "btad",
+    "BTAD_CATEGORIES": "formats",
+    "DATASETS": "catalog",
+    "DEFECTS": "synthetic",
+    "DEMO_CATEGORIES": "formats",
+    "MVTEC_CATEGORIES": "formats",
+    "VISA_CATEGORIES": "formats",
+    "DatasetLayoutError": "base",
+    "DemoDataset": "synthetic",
+    "FolderDataset": "folder",
+    "ImageDataset": "base",
+    "ImageReadError": "images",
+    "ImageTransform": "transforms",
+    "MVTecAD": "mvtec",
+    "MaskTransform": "transforms",
+    "Record": "base",
+    "VisA": "visa",
+    "get_dataset": "catalog",
+    "list_categories": "catalog",
+    "list_datasets": "formats",
+    "read_image": "images",
+    "read_mask": "images",
+    "read_metadata_csv": "folder",
+    "render": "synthetic",
+    "resolve_categories": "base",
+    "to_size": "transforms",
+    "write_demo_dataset": "synthetic",
+    "write_metadata_csv": "folder",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"ad_core.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'ad_core.data' has no attribute {name!r}")

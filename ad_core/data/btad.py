@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ad_core.data.base import DatasetLayoutError, ImageDataset, check_split, resolve_categories, subfolders
+from ad_core.data.base import (
+    DatasetLayoutError,
+    ImageDataset,
+    check_split,
+    explain_missing,
+    resolve_categories,
+    subfolders,
+)
+from ad_core.data.formats import BTAD_CATEGORIES  # noqa: F401  (re-exported)
 from ad_core.data.mvtec import mvtec_records
 
-BTAD_CATEGORIES = ["01", "02", "03"]
 LAYOUT = "<root>/<01|02|03>/{train/ok, test/ok, test/ko, ground_truth/ko}"
 
 
@@ -21,6 +28,7 @@ class BTAD(ImageDataset):
             raise DatasetLayoutError(f"BTAD root {root} does not exist; expected {LAYOUT}")
         check_split(split)
         available = [c for c in subfolders(root) if (root / c / "train" / "ok").is_dir()]
+        explain_missing(root, category, available, "train/ok", LAYOUT)
         categories = resolve_categories(category, available, f"BTAD at {root}")
         records = [r for c in categories for r in mvtec_records(root, c, split, require_masks, normal_name="ok")]
         super().__init__(records, split, image_size, name="btad")

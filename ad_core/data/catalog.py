@@ -8,20 +8,14 @@ from typing import Any
 from ad_core.data.base import DatasetLayoutError, ImageDataset
 from ad_core.data.btad import BTAD, BTAD_CATEGORIES
 from ad_core.data.folder import FolderDataset, folder_categories
-from ad_core.data.mvtec import MVTEC_CATEGORIES, MVTecAD, mvtec_categories
+from ad_core.data.formats import list_datasets  # noqa: F401  (re-exported)
+from ad_core.data.mvtec import MVTecAD, mvtec_categories
 from ad_core.data.synthetic import DEMO_CATEGORIES, DemoDataset
-from ad_core.data.visa import VISA_CATEGORIES, VisA, read_split
+from ad_core.data.visa import VisA, read_split
 from ad_core.settings import settings
 from ad_core.specs import resolve_ref
 
 DATASETS: dict[str, type] = {"mvtec": MVTecAD, "visa": VisA, "btad": BTAD, "folder": FolderDataset, "demo": DemoDataset}
-DESCRIPTIONS = {
-    "mvtec": ("MVTec AD layout (train/good, test/<defect>, ground_truth)", MVTEC_CATEGORIES),
-    "visa": ("VisA with split_csv/1cls.csv", VISA_CATEGORIES),
-    "btad": ("BTAD (01, 02, 03; ok/ko)", BTAD_CATEGORIES),
-    "folder": ("your own images: <category>/{normal,abnormal,mask}, metadata.csv written for you", None),
-    "demo": ("synthetic textures and objects with exact masks, generated on the fly", DEMO_CATEGORIES),
-}
 
 
 def _plugin_datasets() -> dict[str, str]:
@@ -40,6 +34,8 @@ def get_dataset(name: str, category: str | list[str] = "all", split: str = "trai
                 **kwargs: Any) -> ImageDataset:
     """A built-in dataset by name; any other name is a folder dataset under `dataset_dir/<name>`."""
     key = name.lower()
+    if key in ("demo", "folder") or (key not in DATASETS and key not in _plugin_datasets()):
+        kwargs.pop("require_masks", None)  # these never require masks: an abnormal image without one is kept
     if key == "demo":
         return DemoDataset(category=category, split=split, image_size=image_size, **kwargs)
     path = dataset_root(name, root)
@@ -73,9 +69,3 @@ def list_categories(name: str, root: str | Path | None = None) -> list[str]:
     if not found:
         raise DatasetLayoutError(f"no categories found for {name!r} under {path}")
     return found
-
-
-def list_datasets() -> list[dict[str, Any]]:
-    built_in = [{"name": n, "description": d, "categories": c} for n, (d, c) in DESCRIPTIONS.items()]
-    return built_in + [{"name": n, "description": f"from a plugin ({ref})", "categories": None}
-                       for n, ref in sorted(_plugin_datasets().items())]

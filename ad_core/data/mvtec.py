@@ -7,15 +7,15 @@ from pathlib import Path
 from ad_core.data.base import (
     DatasetLayoutError,
     ImageDataset,
+    explain_missing,
     Record,
     check_split,
     list_images,
     resolve_categories,
     subfolders,
 )
+from ad_core.data.formats import MVTEC_CATEGORIES  # noqa: F401  (re-exported)
 
-MVTEC_CATEGORIES = ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
-                    "screw", "tile", "toothbrush", "transistor", "wood", "zipper"]
 LAYOUT = "<root>/<category>/train/good/*, <root>/<category>/test/<defect|good>/*, " \
          "<root>/<category>/ground_truth/<defect>/<name>_mask.png"
 
@@ -60,7 +60,8 @@ def mvtec_records(root: Path, category: str, split: str, require_masks: bool = T
         shown = ", ".join(str(p) for p in missing[:3])
         raise DatasetLayoutError(
             f"{len(missing)} anomalous test image(s) of {category!r} have no mask, e.g. {shown}. Add the masks, "
-            "or pass require_masks=False to evaluate image-level metrics only for those images."
+            "or go on without them (image-level metrics only for those images): train(..., require_masks=False) in "
+            "Python, --set require_masks=false on the command line."
         )
     if not records:
         raise DatasetLayoutError(f"no test images under {test}; expected {LAYOUT}")
@@ -75,7 +76,9 @@ class MVTecAD(ImageDataset):
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DatasetLayoutError(f"MVTec AD root {root} does not exist; expected {LAYOUT}")
-        categories = resolve_categories(category, mvtec_categories(root), f"MVTec AD at {root}")
+        available = mvtec_categories(root)
+        explain_missing(root, category, available, "train/good", LAYOUT)
+        categories = resolve_categories(category, available, f"MVTec AD at {root}")
         check_split(split)
         records = [r for c in categories for r in mvtec_records(root, c, split, require_masks)]
         super().__init__(records, split, image_size, name="mvtec")

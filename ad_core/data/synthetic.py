@@ -16,12 +16,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from ad_core.data.base import ImageDataset, Record, check_split, resolve_categories
+from ad_core.data.formats import DEMO_CATEGORIES, OBJECTS, TEXTURES  # noqa: F401  (TEXTURES, OBJECTS re-exported)
 from ad_core.data.transforms import to_size
 from ad_core.types import Sample
 
-TEXTURES = ["weave", "grain", "brushed_metal"]
-OBJECTS = ["disc", "plate"]
-DEMO_CATEGORIES = TEXTURES + OBJECTS
 DEFECTS = ["scratch", "hole", "stain", "missing"]
 BACKGROUND = np.array([0.08, 0.09, 0.10])
 
@@ -200,6 +198,9 @@ class DemoDataset(ImageDataset):
             records += [Record(f"demo://{cat}/test/{DEFECTS[i % len(DEFECTS)]}/{i:03d}", 1, cat,
                                DEFECTS[i % len(DEFECTS)]) for i in range(n_test_anomalous)]
         super().__init__(records, split, image_size, name="demo")
+
+    def check_files(self) -> None:
+        """Nothing to check: images are rendered, not read."""
 
     def __getitem__(self, index: int) -> Sample:
         record = self.records[int(index)]

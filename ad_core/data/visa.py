@@ -6,9 +6,8 @@ import csv
 from pathlib import Path
 
 from ad_core.data.base import DatasetLayoutError, ImageDataset, Record, check_split, resolve_categories
+from ad_core.data.formats import VISA_CATEGORIES  # noqa: F401  (re-exported)
 
-VISA_CATEGORIES = ["candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1", "pcb2",
-                   "pcb3", "pcb4", "pipe_fryum"]
 SPLIT_FILE = Path("split_csv") / "1cls.csv"
 COLUMNS = {"object", "split", "label", "image", "mask"}
 
@@ -52,7 +51,8 @@ class VisA(ImageDataset):
                                   str(mask) if mask else None))
         if missing and require_masks:
             raise DatasetLayoutError(f"{len(missing)} anomalous VisA image(s) lack a mask, e.g. {missing[:3]}; "
-                                     "pass require_masks=False to go on without them")
+                                     "to go on without them pass train(..., require_masks=False) in Python, "
+                                     "--set require_masks=false on the command line")
         if not records:
             raise DatasetLayoutError(f"no {split} images for {categories} in {root / SPLIT_FILE}")
         super().__init__(records, split, image_size, name="visa")

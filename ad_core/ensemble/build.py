@@ -11,14 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from ad_core.api import (
+    Calibration,
     Detector,
+    calibrate,
+    describe_validation,
     evaluate_detector,
     get_dataset,
     load_model,
     make_loader,
+    members_validation_split,
     normal_subset,
     resolve_device,
     settings,
@@ -55,13 +58,14 @@ def _metric(results: dict[str, Any], section: str, key: str) -> float:
     return float("nan") if value is None else float(value)
 
 
-def best_rule(rules: dict[str, dict[str, Any]]) -> str:
-    """Highest image AUROC, then highest pixel AUROC; on a tie the earlier rule of `FUSION_RULES`."""
+def best_rule(validation: dict[str, Calibration]) -> str:
+    """Highest image AUROC on the validation source, then highest pixel AUROC there; on a tie the earlier rule
+    of `FUSION_RULES`. The test split never takes part."""
     def key(rule: str) -> tuple[float, float]:
-        image, pixel = _metric(rules[rule], "image", "auroc"), _metric(rules[rule], "pixel", "auroc")
+        image, pixel = validation[rule].image_auroc, validation[rule].pixel_auroc
         return (-math.inf if math.isnan(image) else image, -math.inf if math.isnan(pixel) else pixel)
 
-    return max(rules, key=key)
+    return max(validation, key=key)
 
 
 def _member_summary(path: Path, detector: Detector) -> dict[str, Any]:
@@ -114,7 +118,7 @@ def _largest(sizes: list[Any]) -> Any:
 def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None = None, *,
                    fusion: str | None = None, dataset: str | None = None, category: str | None = None,
                    root: str | Path | None = None, image_size: int | None = None, device: str | None = None,
-                   threshold_method: str = "f1_percentile", k_sigma: float = 3.0, write_maps: bool = True,
+                   threshold_method: str = "normal_fpr", k_sigma: float = 3.0, write_maps: bool = True,
                    normal_dir: str | Path | None = None, batch_size: int = 16,
                    name: str = "ensemble") -> EnsembleResult:
     """Fuse trained checkpoint folders into one detector, evaluate it per fusion rule and save it.
@@ -144,51 +148,61 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
     out.mkdir(parents=True, exist_ok=True)
 
     model = EnsembleModel(detectors, [m["image_size"] for m in metas]).to(dev).eval()
-    if normal_dir is None:
-        normal_set = normal_subset(get_dataset(dataset, category, "train", image_size=size, root=root))
-    else:
-        normal_set = normal_subset(NormalImages(normal_dir, size))
+    train_set = get_dataset(dataset, category, "train", image_size=size, root=root)
+    held_out_normals = None if normal_dir is None else NormalImages(normal_dir, size)
+    split = members_validation_split([m.get("validation") for m in metas], train_set,
+                                     get_dataset(dataset, category, "test", image_size=size, root=root),
+                                     held_out_normals)
+    normal_set = normal_subset(split.train if held_out_normals is None else held_out_normals)
     normal = member_outputs_on(model, make_loader(normal_set, batch_size, False, 0), dev)
     fit_normal_stats(model, normal)
     detector = Detector(model, normalize=False).to(dev).eval()
-    test_loader = make_loader(get_dataset(dataset, category, "test", image_size=size, root=root), batch_size, False, 0)
+    test_loader = make_loader(split.test, batch_size, False, 0)
+    val_loader = make_loader(split.validation, batch_size, False, 0)
 
     member_rows = [_member_summary(p, d) for p, d in zip(paths, detectors)]
     rules: dict[str, dict[str, Any]] = {}
+    validation: dict[str, Calibration] = {}
     with model.reusing_member_outputs():
         for rule in FUSION_RULES:
             model.fusion = rule
-            with torch.inference_mode():
-                train_scores = model.fuse_outputs([p.to(dev) for p in normal], rule).score.cpu().numpy()
+            validation[rule] = calibrate(detector, val_loader, dev, describe_validation(split.info), info=split.info)
+            validation[rule].apply_pixels(detector)
             header = {"dataset": dataset, "category": category, "model": f"{name} ({rule})", "fusion": rule,
                       "members": [m["name"] for m in member_rows], "image_size": size, "device": str(dev),
-                      "normal_images": len(train_scores)}
+                      "normal_images": len(normal[0].score)}
+            if "test_note" in split.info:
+                header["test_split"] = split.info["test_note"]
             if rules:
                 header["note"] = (f"member outputs reused from the fusion-{FUSION_RULES[0]} pass: "
                                   "test time here is the fusion's only")
             (out / f"fusion-{rule}").mkdir(exist_ok=True)
             rules[rule] = evaluate_detector(detector, test_loader, out / f"fusion-{rule}", header, dev,
-                                            train_scores=train_scores, threshold_method=threshold_method,
-                                            k_sigma=k_sigma, write_maps=write_maps)
+                                            threshold_method=threshold_method, k_sigma=k_sigma,
+                                            write_maps=write_maps, calibration=validation[rule])
             rules[rule]["run"] = header
-    best = best_rule(rules)
+    best = best_rule(validation)
     chosen = fusion or best
     model.fusion = chosen
     results = rules[chosen]
-    detector.post.calibrate(results["threshold"]["value"], results["score_range"]["min"],
-                            results["score_range"]["max"])
+    validation[chosen].apply_pixels(detector)
+    validation[chosen].apply_image(detector, results["threshold"]["value"])
     detector.meta = save_ensemble(detector, out, paths, {
         "image_size": size,
         "best_fusion": best,
-        "fusion_results": {r: {"image_auroc": _metric(v, "image", "auroc"), "pixel_auroc": _metric(v, "pixel", "auroc")}
+        "fusion_selected_on": describe_validation(split.info),
+        "fusion_results": {r: {"validation_image_auroc": validation[r].image_auroc,
+                               "validation_pixel_auroc": validation[r].pixel_auroc,
+                               "image_auroc": _metric(v, "image", "auroc"), "pixel_auroc": _metric(v, "pixel", "auroc")}
                            for r, v in rules.items()},
         "trained_on": {"dataset": dataset, "category": category,
                        "root": None if root is None else str(Path(root).resolve())},
         "normal_images": {"source": "training split" if normal_dir is None else str(Path(normal_dir).resolve()),
                           "count": len(normal[0].score)},
+        "validation": results["validation"],
+        "decisions": results["decisions"],
         "thresholds": results["thresholds"],
         "threshold": results["threshold"],
-        "score_range": results["score_range"],
     })
     result = EnsembleResult(dataset, category, out, member_rows, rules, best, chosen, detector)
     write_ensemble_report(result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ad_core.api import format_table, write_results, write_text
+from ad_core.api import format_results_txt, format_table, write_results, write_text
 
 if TYPE_CHECKING:
     from ad_core.ensemble.build import EnsembleResult
@@ -23,11 +23,12 @@ def ensemble_table(result: EnsembleResult) -> str:
     for rule, results in result.rules.items():
         marks = [w for w, on in (("best", rule == result.best_fusion), ("saved", rule == result.fusion)) if on]
         label = f"ensemble {rule}" + (f" ({', '.join(marks)})" if marks else "")
-        rows.append({"model": label, **_figures(results)})
-    columns = ["model", "image AUROC", "pixel AUROC", "pixel AUPRO", "F1-max"]
+        validation = results.get("validation") or {}
+        rows.append({"model": label, "validation AUROC": validation.get("image_auroc"), **_figures(results)})
+    columns = ["model", "validation AUROC", "image AUROC", "pixel AUROC", "pixel AUPRO", "F1-max"]
     return (f"{result.dataset} / {result.category}: {len(result.members)} members, "
-            f"best fusion rule: {result.best_fusion} (by image AUROC, then pixel AUROC); saved: {result.fusion}\n"
-            + format_table(rows, columns))
+            f"best fusion rule: {result.best_fusion} (by validation image AUROC, then validation pixel AUROC; "
+            f"the test figures play no part); saved: {result.fusion}\n" + format_table(rows, columns))
 
 
 def write_ensemble_report(result: EnsembleResult) -> None:
@@ -38,4 +39,14 @@ def write_ensemble_report(result: EnsembleResult) -> None:
               "member_results": result.members}
     results = {k: v for k, v in result.results.items() if k != "run"}
     write_results(result.output_dir, results, header)
-    write_text(result.output_dir / "ensemble.txt", ensemble_table(result) + "\n")
+    table = ensemble_table(result)
+    # results.txt is read by people: the nested figures go in as the table, not as JSON lines
+    readable = {k: v for k, v in header.items() if not _nested(v)}
+    write_text(result.output_dir / "results.txt", f"{format_results_txt(results, readable)}\n"
+                                                   f"=== Fusion rules and members ===\n{table}\n")
+    write_text(result.output_dir / "ensemble.txt", table + "\n")
+
+
+def _nested(value: Any) -> bool:
+    """A dict, or a list holding dicts: what a `key: value` line could only show as JSON."""
+    return isinstance(value, dict) or (isinstance(value, (list, tuple)) and any(isinstance(v, dict) for v in value))

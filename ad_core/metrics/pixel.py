@@ -56,6 +56,22 @@ def label_regions(mask: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, 
     return ndimage.label(mask, structure=structure)
 
 
+def monotone_bins(values: np.ndarray, anchor: np.float32, mantissa_bits: int) -> np.ndarray:
+    """Monotone bin index of each value: equal values share a bin, a larger value never gets a lower one."""
+    d = np.subtract(values, anchor, dtype=np.float32)
+    d += np.float32(0.0)  # turns -0.0 into +0.0 so that equal values never land in two bins
+    bits = d.view(np.uint32)
+    # Flip negatives entirely and set the sign bit of positives: unsigned order then equals float order.
+    flip = (bits >> np.uint32(31)) * np.uint32(0x7FFFFFFF) | np.uint32(0x80000000)
+    return (bits ^ flip) >> np.uint32(23 - mantissa_bits)
+
+
+def first_anchor(maps: np.ndarray) -> np.float32:
+    """The binning anchor: the median of (about a million pixels of) the first batch."""
+    sample = maps.reshape(-1)[:: max(1, maps.size >> 20)]
+    return np.float32(np.median(sample))
+
+
 class PixelMetrics:
     """Streaming accumulator of pixel AUROC and AUPRO; see the module docstring for the binning."""
 
@@ -67,6 +83,7 @@ class PixelMetrics:
         self._normal = np.zeros(bins, dtype=np.int64)
         self._anomalous = np.zeros(bins, dtype=np.int64)
         self._region_weight = np.zeros(bins, dtype=np.float64)
+        self._by_type: dict[str, np.ndarray] = {}  # anomalous pixel counts per defect type
         self._anchor: np.float32 | None = None
         self.images = 0
         self.regions = 0
@@ -80,20 +97,19 @@ class PixelMetrics:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the accumulator's state; it does not depend on how many images were seen."""
-        return self._normal.nbytes + self._anomalous.nbytes + self._region_weight.nbytes
+        """Bytes held by the accumulator's state: it grows with the number of defect types, never with images."""
+        return (self._normal.nbytes + self._anomalous.nbytes + self._region_weight.nbytes
+                + sum(h.nbytes for h in self._by_type.values()))
 
     def _bins(self, values: np.ndarray) -> np.ndarray:
-        """Monotone bin index of each value: equal values share a bin, a larger value never gets a lower one."""
-        d = np.subtract(values, self._anchor, dtype=np.float32)
-        d += np.float32(0.0)  # turns -0.0 into +0.0 so that equal values never land in two bins
-        bits = d.view(np.uint32)
-        # Flip negatives entirely and set the sign bit of positives: unsigned order then equals float order.
-        flip = (bits >> np.uint32(31)) * np.uint32(0x7FFFFFFF) | np.uint32(0x80000000)
-        return (bits ^ flip) >> np.uint32(23 - self.mantissa_bits)
+        return monotone_bins(values, self._anchor, self.mantissa_bits)
 
-    def update(self, maps: Any, masks: Any) -> None:
-        """Add a batch: `maps` [B,H,W] float anomaly maps, `masks` [B,H,W] ground truth (> 0.5 is anomalous)."""
+    def update(self, maps: Any, masks: Any, defect_types: list[str] | None = None) -> None:
+        """Add a batch: `maps` [B,H,W] float anomaly maps, `masks` [B,H,W] ground truth (> 0.5 is anomalous).
+
+        Every mask must be ground truth: leave out anomalous images whose mask is unknown. With
+        `defect_types` (one per image), anomalous pixels are also counted per type for a per-type AUROC.
+        """
         maps = to_numpy(maps).astype(np.float32, copy=False)
         masks = to_numpy(masks)
         if maps.ndim == 2:
@@ -108,14 +124,16 @@ class PixelMetrics:
             raise ValueError(NAN_MESSAGE.format(name="anomaly maps"))
         positive = masks > 0.5
         if self._anchor is None:
-            sample = maps.reshape(-1)[:: max(1, maps.size >> 20)]  # about a million pixels suffice
-            self._anchor = np.float32(np.median(sample))
+            self._anchor = first_anchor(maps)
         step = max(1, _CHUNK_PIXELS // (maps.shape[1] * maps.shape[2]))
+        if defect_types is not None and len(defect_types) != maps.shape[0]:
+            raise ValueError(f"{len(defect_types)} defect types for {maps.shape[0]} maps")
         for start in range(0, maps.shape[0], step):
-            self._add(maps[start : start + step], positive[start : start + step])
+            types = None if defect_types is None else defect_types[start : start + step]
+            self._add(maps[start : start + step], positive[start : start + step], types)
         self.images += maps.shape[0]
 
-    def _add(self, maps: np.ndarray, positive: np.ndarray) -> None:
+    def _add(self, maps: np.ndarray, positive: np.ndarray, types: list[str] | None) -> None:
         bins = self._bins(maps)
         n = self._normal.shape[0]
         self._normal += np.bincount(bins[~positive], minlength=n)
@@ -123,12 +141,15 @@ class PixelMetrics:
         if not positive.any():
             return
         anomalous_bins, weights = [], []
-        for image_bins, mask in zip(bins, positive):
+        for i, (image_bins, mask) in enumerate(zip(bins, positive)):
             if not mask.any():
                 continue
             regions, count = label_regions(mask, structure=EIGHT_CONNECTED)
             inverse_size = 1.0 / np.maximum(np.bincount(regions.ravel()), 1)
             anomalous_bins.append(image_bins[mask])
+            if types is not None:
+                counts = self._by_type.setdefault(str(types[i]), np.zeros(n, dtype=np.int64))
+                counts += np.bincount(anomalous_bins[-1], minlength=n)
             weights.append(inverse_size[regions[mask]])
             self.regions += count
         anomalous_bins = np.concatenate(anomalous_bins)
@@ -136,7 +157,7 @@ class PixelMetrics:
         self._region_weight += np.bincount(anomalous_bins, weights=np.concatenate(weights), minlength=n)
         self.anomalous_pixels += anomalous_bins.shape[0]
 
-    def compute(self, fpr_limit: float = 0.3) -> dict[str, float]:
+    def compute(self, fpr_limit: float = 0.3) -> dict[str, Any]:
         """`pixel_auroc` and `pixel_aupro` (area under PRO vs FPR up to `fpr_limit`, divided by it); NaN if undefined."""
         if not 0.0 < float(fpr_limit) <= 1.0:
             raise ValueError(f"fpr_limit must lie in (0, 1], got {fpr_limit}")
@@ -144,13 +165,21 @@ class PixelMetrics:
             return {"pixel_auroc": float("nan"), "pixel_aupro": float("nan")}
         used = np.flatnonzero((self._normal > 0) | (self._anomalous > 0))
         normal = self._normal[used].astype(np.float64)
-        anomalous = self._anomalous[used].astype(np.float64)
-        # AUROC: each anomalous pixel beats the normal pixels in lower bins and ties (1/2) with its own bin.
-        below = np.cumsum(normal) - normal
-        auroc = np.sum(anomalous * (below + 0.5 * normal)) / (self.anomalous_pixels * self.normal_pixels)
+        auroc = self._auroc(self._anomalous, used)
         # PRO curve: lower the threshold bin by bin, from the top, starting at (FPR 0, PRO 0).
         fpr = np.concatenate([[0.0], np.cumsum(normal[::-1]) / self.normal_pixels])
         pro = np.concatenate([[0.0], np.cumsum(self._region_weight[used][::-1]) / self.regions])
         pro = np.minimum(pro, 1.0)
         aupro = partial_trapezoid(fpr, pro, float(fpr_limit)) / float(fpr_limit)
-        return {"pixel_auroc": float(auroc), "pixel_aupro": float(aupro)}
+        result: dict[str, Any] = {"pixel_auroc": auroc, "pixel_aupro": float(aupro)}
+        if self._by_type:
+            result["per_defect_pixel_auroc"] = {t: self._auroc(h, used) for t, h in sorted(self._by_type.items())}
+        return result
+
+    def _auroc(self, anomalous_counts: np.ndarray, used: np.ndarray) -> float:
+        """AUROC of these anomalous pixels against every normal pixel: each beats the normal pixels in lower
+        bins and ties (1/2) with its own bin."""
+        normal = self._normal[used].astype(np.float64)
+        anomalous = anomalous_counts[used].astype(np.float64)
+        below = np.cumsum(normal) - normal
+        return float(np.sum(anomalous * (below + 0.5 * normal)) / (anomalous.sum() * self.normal_pixels))

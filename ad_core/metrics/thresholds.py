@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ad_core.metrics.curves import as_labels, as_scores, roc_curve, scores_and_labels
+from ad_core.metrics.curves import as_labels, as_scores, roc_curve, scores_and_labels, to_numpy
 
 
 def _f1_at(s: np.ndarray, y: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -66,6 +66,29 @@ def percentile_threshold(normal_scores: Any, q: float = 95) -> dict[str, float]:
         raise ValueError(f"q must lie in [0, 100], got {q}")
     s = as_scores(normal_scores, "normal scores")
     return {"value": float(np.percentile(s, float(q)))}
+
+
+def normal_fpr_threshold(normal_values: Any, fpr: float = 0.01) -> dict[str, float]:
+    """The lowest threshold at which at most `fpr` of these normal values are flagged: no label is needed.
+
+    With n values, floor(fpr * n) false positives are allowed; the threshold is the next float32 above the
+    highest value that must stay normal, so `value >= threshold` holds for at most that many (the maps and
+    scores are float32, so the threshold stays exact once stored). Returns the value, the target, and the
+    FPR it actually reaches on these values.
+    """
+    if not 0.0 <= float(fpr) < 1.0:
+        raise ValueError(f"the target false-positive rate must lie in [0, 1), got {fpr}")
+    s = to_numpy(normal_values).astype(np.float32, copy=False).reshape(-1)
+    if s.size == 0:
+        raise ValueError("normal_fpr needs normal images: the validation set has none")
+    if not np.isfinite(s).all():
+        raise ValueError("normal values contain NaN/Inf: the model diverged or the input was invalid")
+    allowed = int(np.floor(float(fpr) * s.size))
+    keep = s.size - allowed - 1  # index (ascending) of the highest value that must stay below the threshold
+    highest_normal = np.partition(s, keep)[keep]
+    value = np.nextafter(highest_normal, np.float32(np.inf))
+    return {"value": float(value), "target_fpr": float(fpr), "fpr": float(np.mean(s >= value)),
+            "normal_count": int(s.size)}
 
 
 def mean_ksigma_threshold(normal_train_scores: Any, k: float = 3.0) -> dict[str, float]:

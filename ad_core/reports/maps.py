@@ -7,6 +7,7 @@ and a figure per image would dominate its time. Only matplotlib's colormap table
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +31,16 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 _MAX_NAME = 120
 
 
-def panel_size(height: int, width: int) -> tuple[int, int]:
+def tile_size(height: int, width: int, min_tile: int = 0) -> tuple[int, int]:
+    """(height, width) of one panel: the image's, times the whole factor that brings its short side to
+    `min_tile` (small model inputs are enlarged so that a defect can be seen)."""
+    scale = max(1, math.ceil(min_tile / min(height, width))) if min_tile else 1
+    return height * scale, width * scale
+
+
+def panel_size(height: int, width: int, min_tile: int = 0) -> tuple[int, int]:
     """(width, height) of a panel PNG for maps of `height` x `width`, so callers and tests agree."""
+    height, width = tile_size(height, width, min_tile)
     return PANELS * width + (PANELS - 1) * PANEL_GAP, LABEL_HEIGHT + height
 
 
@@ -135,11 +144,13 @@ def _compose(tiles: list[np.ndarray], captions: list[str]) -> Image.Image:
 
 
 def save_map_panels(out_dir: str | Path, images: torch.Tensor, maps: torch.Tensor, threshold: float,
-                    names: Sequence[str], masks: torch.Tensor | None, vmin: float, vmax: float) -> list[Path]:
+                    names: Sequence[str], masks: torch.Tensor | None, vmin: float, vmax: float,
+                    threshold_name: str = "", min_tile: int = 0) -> list[Path]:
     """Write `<out_dir>/<name>.png` per image: image | map overlay | predicted mask | ground truth.
 
     The overlay uses one vmin..vmax scale for every image so maps can be compared across images;
-    the predicted mask is `map >= threshold`, the same rule the detector applies.
+    the predicted mask is `map >= threshold`, the same rule the detector applies, and its caption names the
+    threshold (`threshold_name`). Panels are enlarged to `min_tile` pixels on their short side.
     """
     images = images.detach().to("cpu", torch.float32)
     maps = maps.detach().to("cpu", torch.float32)
@@ -148,12 +159,15 @@ def save_map_panels(out_dir: str | Path, images: torch.Tensor, maps: torch.Tenso
             f"expected images [B,C,H,W], maps [B,H,W] and B names; got {tuple(images.shape)}, "
             f"{tuple(maps.shape)} and {len(names)} names"
         )
-    size = tuple(images.shape[-2:])
+    size = tile_size(*images.shape[-2:], min_tile)
+    if tuple(images.shape[-2:]) != size:
+        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False).clamp(0.0, 1.0)
     maps = _fit(maps, size, "bilinear")
     if masks is not None:
         masks = _fit(masks.detach().to("cpu", torch.float32), size, "nearest")
     out_dir = Path(out_dir)
-    captions = ["image", f"map {vmin:.3g}..{vmax:.3g}", f"map >= {threshold:.3g}", "ground truth"]
+    rule = f"map >= {threshold_name} threshold {threshold:.3g}" if threshold_name else f"map >= {threshold:.3g}"
+    captions = ["image", f"map {vmin:.3g}..{vmax:.3g}", rule, "ground truth"]
     paths = []
     for i, stem in enumerate(_unique_names(names)):
         rgb = _image_rgb(images[i])

@@ -10,15 +10,18 @@ from typing import Any
 from ad_core.io import write_json, write_text
 
 NA = "n/a"
+NAN_VALUE = float("nan")
 
 # The chosen threshold named in words, for the confusion-matrix header.
 _METHOD_WORDS = {
+    "normal_fpr": "Normal-FPR Threshold",
     "f1_percentile": "F1 Threshold",
     "f1_uniform": "F1 Uniform Threshold",
     "roc_youden": "ROC Youden J Threshold",
     "percentile_95": "95th Percentile Threshold",
     "mean_ksigma": "Mean + k Sigma Threshold",
 }
+ORACLE_TITLE = "=== Oracle Thresholds (tuned on the test labels: optimistic, for reference only) ==="
 
 
 def _is_missing(value: Any) -> bool:
@@ -56,29 +59,36 @@ def _header_value(value: Any) -> str:
     return str(value)
 
 
+def _threshold_line(name: str, t: dict[str, Any]) -> str | None:
+    """One threshold in words, or None for a name without a known layout (the caller shows it generically)."""
+    if name == "normal_fpr":
+        return (f"Normal FPR {_num(100 * t.get('target_fpr', NAN_VALUE), 1)}% (validation): {_num(t['value'])} | "
+                f"FPR on {t.get('normal_count', NA)} validation normals: {_num(t.get('fpr'))}")
+    if name in ("f1_percentile", "f1_uniform"):
+        kind = "Percentile" if name == "f1_percentile" else "Uniform"
+        return f"F1 ({kind}): {_num(t['value'])} | F1: {_num(t.get('f1'))}"
+    if name == "roc_youden":
+        return (f"ROC (Youden J): {_num(t['value'])} | Sensitivity: {_num(t.get('sensitivity'))}, "
+                f"Specificity: {_num(t.get('specificity'))}")
+    if name == "percentile_95":
+        return f"Percentile (95%): {_num(t['value'])}"
+    if name == "mean_ksigma":
+        return f"Mean + {_k(t.get('k', 3.0))} sigma (held-out normals): {_num(t['value'])}"
+    if t.get("fixed"):
+        return f"{name} (set by the model): {_num(t['value'])}"
+    return None
+
+
 def _threshold_lines(thresholds: dict[str, dict]) -> list[str]:
-    lines = []
-    if "f1_percentile" in thresholds:
-        t = thresholds["f1_percentile"]
-        lines.append(f"F1 (Percentile): {_num(t['value'])} | F1: {_num(t.get('f1'))}")
-    if "f1_uniform" in thresholds:
-        t = thresholds["f1_uniform"]
-        lines.append(f"F1 (Uniform): {_num(t['value'])} | F1: {_num(t.get('f1'))}")
-    if "roc_youden" in thresholds:
-        t = thresholds["roc_youden"]
-        lines.append(
-            f"ROC (Youden J): {_num(t['value'])} | Sensitivity: {_num(t.get('sensitivity'))}, "
-            f"Specificity: {_num(t.get('specificity'))}"
-        )
-    if "percentile_95" in thresholds:
-        lines.append(f"Percentile (95%): {_num(thresholds['percentile_95']['value'])}")
-    if "mean_ksigma" in thresholds:
-        t = thresholds["mean_ksigma"]
-        lines.append(f"Mean + {_k(t.get('k', 3.0))} sigma (train): {_num(t['value'])}")
-    for name, t in thresholds.items():
-        if t.get("fixed"):
-            lines.append(f"{name} (set by the model): {_num(t['value'])}")
-    return lines or ["none (no normal test images and no training scores)"]
+    lines = [line for name, t in thresholds.items() if (line := _threshold_line(name, t)) is not None]
+    return lines or ["none (no held-out normal images and no threshold of the model's own)"]
+
+
+def _confusion_lines(c: dict[str, Any]) -> list[str]:
+    fpr = c["fp"] / (c["fp"] + c["tn"]) if c["fp"] + c["tn"] else 0.0
+    return [f"TP={c['tp']}, FN={c['fn']}, TN={c['tn']}, FP={c['fp']}",
+            f"Accuracy: {_num(c.get('accuracy'))}, Precision: {_num(c.get('precision'))}, "
+            f"Recall: {_num(c.get('recall'))}, FPR: {_num(fpr)}"]
 
 
 def _method_words(method: str, thresholds: dict[str, dict]) -> str:
@@ -87,8 +97,57 @@ def _method_words(method: str, thresholds: dict[str, dict]) -> str:
     return _METHOD_WORDS.get(method, f"{method} Threshold")
 
 
+def _pixel_lines(pixel: dict[str, Any] | None, counts: dict[str, Any]) -> list[str]:
+    if pixel is None:
+        lines = ["not available (no masks)"]
+    else:
+        lines = [f"AUROC: {_pct(pixel.get('auroc'))}", f"AUPRO: {_pct(pixel.get('aupro'))}"]
+        aupimo = pixel.get("aupimo")
+        if aupimo:
+            low, high = aupimo.get("fpr_bounds", (NAN_VALUE, NAN_VALUE))
+            line = f"AUPIMO (FPR {low:g}..{high:g} on normal images): {_pct(aupimo.get('mean'))}"
+            if aupimo.get("reason"):
+                line += f" ({aupimo['reason']})"
+            lines.append(line + f" over {aupimo.get('images', 0)} anomalous image(s)")
+    unknown = counts.get("anomalous_without_mask")
+    if unknown:
+        lines.append(f"Left out: {unknown} anomalous image(s) without a mask (unknown pixels, not normal ones)")
+    return lines
+
+
+def _per_defect_lines(results: dict[str, Any]) -> list[str]:
+    recall = results.get("per_defect") or {}
+    pixel = (results.get("pixel") or {}).get("per_defect_pixel_auroc") or {}
+    if not recall and not pixel:
+        return []
+    lines = ["=== Per Defect Type (image recall at the saved threshold, pixel AUROC) ==="]
+    for kind in sorted(set(recall) | set(pixel)):
+        r = recall.get(kind, {})
+        lines.append(f"{kind}: images {r.get('images', NA)}, recall {_num(r.get('recall'))}, "
+                     f"pixel AUROC {_num(pixel.get(kind))}")
+    return lines + [""]
+
+
+def _validation_lines(results: dict[str, Any]) -> list[str]:
+    validation, decisions = results.get("validation"), results.get("decisions") or {}
+    if not validation:
+        return []
+    lines = ["=== Validation (every saved decision is tuned here, never on the test split) ===",
+             f"Source: {validation.get('source')}, {validation.get('normal_images')} normal + "
+             f"{validation.get('anomalous_images')} anomalous ({validation.get('defects')})",
+             f"Image AUROC on validation: {_pct(validation.get('image_auroc'))}"]
+    if "score_range" in decisions:
+        r = decisions["score_range"]
+        lines.append(f"Score range (for normalized_score): {_num(r['min'], 4)} .. {_num(r['max'], 4)}")
+    if "pixel_threshold" in decisions:
+        t, r = decisions["pixel_threshold"], decisions["map_range"]
+        lines.append(f"Pixel threshold (normal FPR {_num(100 * t.get('target_fpr', NAN_VALUE), 1)}%): "
+                     f"{_num(t['value'], 4)} | map range {_num(r['min'], 4)} .. {_num(r['max'], 4)}")
+    return lines + [""]
+
+
 def format_results_txt(results: dict[str, Any], header: dict[str, Any] | None = None) -> str:
-    """The human-readable `results.txt`; its layout is the one users already know, so keep it stable."""
+    """The human-readable `results.txt`: each section says what its figures were tuned on."""
     lines: list[str] = []
     if header:
         lines.append("=== Run ===")
@@ -96,6 +155,7 @@ def format_results_txt(results: dict[str, Any], header: dict[str, Any] | None = 
         lines.append("")
 
     image = results.get("image") or {}
+    counts = results.get("counts") or {}
     lines += [
         "=== Image-level Results ===",
         f"AUROC: {_pct(image.get('auroc'))}",
@@ -103,35 +163,38 @@ def format_results_txt(results: dict[str, Any], header: dict[str, Any] | None = 
         f"F1-max: {_num(image.get('f1_max'))}",
         "",
         "=== Pixel-level Results ===",
+        *_pixel_lines(results.get("pixel"), counts),
+        "",
     ]
-    pixel = results.get("pixel")
-    if pixel is None:
-        lines.append("not available (no masks)")
-    else:
-        lines += [f"AUROC: {_pct(pixel.get('auroc'))}", f"AUPRO: {_pct(pixel.get('aupro'))}"]
-    lines.append("")
+    lines += _validation_lines(results)
 
     thresholds = results.get("thresholds") or {}
+    oracle = results.get("oracle_thresholds") or {}
     chosen = results.get("threshold") or {}
     method = str(chosen.get("method", "unknown"))
-    lines.append("=== Thresholds ===")
+    lines.append("=== Thresholds (deployable: set without test labels) ===")
     lines += _threshold_lines(thresholds)
     chosen_line = f"Chosen: {method} = {_num(chosen.get('value'))}"
     if chosen.get("fallback_from"):
-        chosen_line += f" (fallback from {chosen['fallback_from']}: the test set cannot support it)"
+        chosen_line += f" (fallback from {chosen['fallback_from']}: the data cannot support it)"
+    if chosen.get("selected_on"):
+        chosen_line += f" | selected on: {chosen['selected_on']}"
     lines += [chosen_line, ""]
 
     c = results.get("confusion")
     if c:
-        lines += [
-            f"=== Confusion Matrix ({_method_words(method, thresholds)}) ===",
-            f"TP={c['tp']}, FN={c['fn']}, TN={c['tn']}, FP={c['fp']}",
-            f"Accuracy: {_num(c.get('accuracy'))}, Precision: {_num(c.get('precision'))}, "
-            f"Recall: {_num(c.get('recall'))}",
-            "",
-        ]
+        lines += [f"=== Confusion Matrix ({_method_words(method, thresholds)}) ===", *_confusion_lines(c), ""]
+    lines += _per_defect_lines(results)
 
-    counts, score_range = results.get("counts"), results.get("score_range")
+    if oracle:
+        lines.append(ORACLE_TITLE)
+        for name, t in oracle.items():
+            lines.append(_threshold_line(name, t) or f"{name}: {_num(t['value'])}")
+            if t.get("confusion"):
+                lines += ["  " + line for line in _confusion_lines(t["confusion"])]
+        lines.append("")
+
+    score_range = results.get("score_range")
     if counts or score_range:
         lines.append("=== Test Set ===")
         if counts:

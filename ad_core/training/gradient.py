@@ -102,7 +102,7 @@ def validation_auroc(model: torch.nn.Module, val: Iterable[Batch], device: torch
     from ad_core.metrics import auroc
 
     scores, labels = [], []
-    for batch in val:  # numbers, not small tensors, outlive each batch (see `ad_core.runner._score`)
+    for batch in val:  # numbers, not small tensors, outlive each batch (see `ad_core.evaluation.score_split`)
         scores.extend(model.predict(batch.image.to(device)).score.cpu().tolist())
         labels.extend(batch.label.tolist())
     s, y = np.asarray(scores, dtype=np.float32), np.asarray(labels, dtype=np.int64)

@@ -77,9 +77,11 @@ def test_run_reports_the_nfa_threshold(run_outputs) -> None:
     (run,) = train("demo", "weave", "uflow-resnet18", verbose=False, pretrained=False, image_size=64,
                    num_epochs=1, write_maps=False)
     results = json.loads((run.output_dir / "results.json").read_text())
-    assert results["thresholds"]["nfa"] == {"value": 0.0, "fixed": True}
-    assert results["threshold"] == {"method": "nfa", "value": 0.0}
-    assert {"f1_percentile", "mean_ksigma"} <= set(results["thresholds"])
+    nfa = {"value": 0.0, "fixed": True, "selected_on": "the model itself (no data)"}
+    assert results["thresholds"]["nfa"] == nfa
+    assert results["threshold"] == {"method": "nfa", "value": 0.0, "selected_on": nfa["selected_on"]}
+    assert {"normal_fpr", "mean_ksigma"} <= set(results["thresholds"])
+    assert "f1_percentile" in results["oracle_thresholds"]
     assert "nfa (set by the model): 0.000" in (run.output_dir / "results.txt").read_text()
 
 

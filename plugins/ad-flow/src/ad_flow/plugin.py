@@ -30,6 +30,7 @@ SQUARE_ONLY = "the flow's layer norms and subnets are built for one square featu
 def fastflow_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="fastflow",
+        min_image_size=32,  # layer3 (stride 16) at 2x2
         paradigm=PARADIGM,
         factory="ad_flow.fastflow:FastFlow",
         paper=FASTFLOW_PAPER,
@@ -40,6 +41,7 @@ def fastflow_specs() -> list[ModelSpec]:
         variants={
             "fastflow-resnet18": {},
             "fastflow-wrn50": {"backbone": "wide_resnet50_2", "conv3x3_only": False},
+            "fastflow-resnet50": {"backbone": "wide_resnet50_2", "conv3x3_only": False},  # the seed's name
             "fastflow-cait": {"backbone": "cait_m48_448", "feature_block": 40, "image_size": 448,
                               **FASTFLOW_TRANSFORMER},
             "fastflow-deit": {"backbone": "deit_base_distilled_patch16_384", "feature_block": 7, "image_size": 384,
@@ -58,6 +60,7 @@ def fastflow_specs() -> list[ModelSpec]:
 def cflow_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="cflow",
+        min_image_size=32,  # layer4 (stride 32) at 1x1
         paradigm=PARADIGM,
         factory="ad_flow.cflow:CFlow",
         paper=CFLOW_PAPER,
@@ -66,7 +69,7 @@ def cflow_specs() -> list[ModelSpec]:
                   "clamp_alpha": 1.9, "condition_dim": 128, "fiber_batch_size": 256, "soft_permutation": True,
                   "lr": 2e-4, "lr_schedule": True, "meta_epochs": 25, "image_size": 256, "batch_size": 32,
                   "num_epochs": 200},
-        variants={"cflow-resnet18": {"backbone": "resnet18"}},
+        variants={"cflow-resnet18": {"backbone": "resnet18"}, "cflow-resnet50": {"backbone": "resnet50"}},
         test_overrides={"cflow": {"backbone": "resnet18", "image_size": 64, "coupling_blocks": 2,
                                   "fiber_batch_size": 32, "batch_size": 8, "num_epochs": 2,
                                   "soft_permutation": False}},
@@ -76,6 +79,7 @@ def cflow_specs() -> list[ModelSpec]:
 def csflow_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="csflow",
+        min_image_size=64,  # the quarter-scale input through stride 32 at 1x1
         paradigm=PARADIGM,
         factory="ad_flow.csflow:CSFlow",
         trainer="gradient",
@@ -97,6 +101,7 @@ def csflow_specs() -> list[ModelSpec]:
 def uflow_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="uflow",
+        min_image_size=64,  # the coarsest flow scale at 1x1
         paradigm=PARADIGM,
         factory="ad_flow.uflow:UFlow",
         trainer="gradient",
@@ -108,6 +113,8 @@ def uflow_specs() -> list[ModelSpec]:
         variants={
             "uflow-resnet18": {"backbone": "resnet18", "image_size": 256},
             "uflow-wrn50": {"backbone": "wide_resnet50_2", "image_size": 256},
+            "uflow-resnet50": {"backbone": "wide_resnet50_2", "image_size": 256},  # the seed's name
+            "uflow-mcait": {},  # the seed's name for the paper's configuration
         },
         # The MS-CaiT extractor (two paper-size CaiTs) is tested with a tiny CaiT in the plugin's own tests.
         test_overrides={"uflow": {"backbone": "resnet18", "image_size": 64, "num_epochs": 2, "batch_size": 8},

@@ -21,6 +21,7 @@ STFPM_PAPER = ("Wang et al., Student-Teacher Feature Pyramid Matching for Anomal
 def stfpm_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="stfpm",
+        min_image_size=32,  # layer3 (stride 16) at 2x2
         paradigm=PARADIGM,
         factory="ad_kd.stfpm:Stfpm",
         trainer="gradient",
@@ -42,6 +43,7 @@ FRE_PAPER = ("Ndiour et al., FRE: A Fast Method For Anomaly Detection And Segmen
 def fre_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="fre",
+        min_image_size=32,  # layer3 (stride 16) pooled to 1x1
         paradigm=PARADIGM,
         factory="ad_kd.fre:Fre",
         trainer="gradient",
@@ -69,6 +71,7 @@ RD_PAPER = ("Deng and Li, Anomaly Detection via Reverse Distillation from One-Cl
 def reverse_distillation_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="reverse_distillation",
+        min_image_size=32,  # the bottleneck (stride 32) at 1x1
         paradigm=PARADIGM,
         factory="ad_kd.reverse_distillation:ReverseDistillation",
         trainer="gradient",
@@ -94,6 +97,7 @@ EFFICIENTAD_PAPER = ("Batzner, Heckler and König, EfficientAD: Accurate Visual 
 def efficientad_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="efficientad",
+        min_image_size=33,  # one 33 px PDN patch
         paradigm=PARADIGM,
         factory="ad_kd.efficientad.model:EfficientAD",
         trainer="gradient",

@@ -21,6 +21,7 @@ TINY = {"backbone": "resnet18", "batch_size": 8}  # the conformance suite's conf
 def padim_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="padim",
+        min_image_size=32,  # layer3 (stride 16) at 2x2
         paradigm=PARADIGM,
         factory="ad_memory.padim:Padim",
         trainer="feature_bank",
@@ -37,6 +38,7 @@ def padim_specs() -> list[ModelSpec]:
 def patchcore_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="patchcore",
+        min_image_size=32,  # layer3 (stride 16) at 2x2
         paradigm=PARADIGM,
         factory="ad_memory.patchcore:PatchCore",
         trainer="feature_bank",
@@ -53,6 +55,7 @@ def patchcore_specs() -> list[ModelSpec]:
 def dfkde_specs() -> list[ModelSpec]:
     return [ModelSpec(
         name="dfkde",
+        min_image_size=32,  # layer4 (stride 32) at 1x1
         paradigm=PARADIGM,
         factory="ad_memory.dfkde:Dfkde",
         trainer="feature_bank",

@@ -1,0 +1,3 @@
+"""ad-recon: reconstruction-based anomaly detection models for ad-core."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Synthetic-anomaly discriminators for ad-core: SuperSimpleNet and GLASS."""
