@@ -2,18 +2,21 @@
 
     python benchmarks/patchcore_scaling.py --data PATH/magnetic_tile --sizes 50,100,200,400,800 --exact-up-to 200
     python benchmarks/patchcore_scaling.py --demo-only        # image/pixel AUROC on the demo set only
+    python benchmarks/patchcore_scaling.py --demo-only --auroc-data PATH/magnetic_tile --demo-size 128
 
 For each size, one fresh process per fit (peak RSS is a process maximum) runs `update` on batches of 32 and
 `finalize`, as the feature-bank trainer does, and reports: fit seconds, the seconds spent in the greedy coreset,
 peak RSS above the import floor (RSS once torch, timm and the model are imported, before any data), the bank size,
 and the covering radius: the largest distance of a training patch to its nearest bank item, in the 128-d random
 projection the greedy works in (over every training patch when that costs at most `--radius-budget` multiply-adds,
-else over a fixed random sample of them, marked `sampled`). "grouped" is the default streaming (groups of
-`max_pending_patches`), "exact" a single group (the one-shot greedy coreset, quadratic). The fit-time exponent is
-the least-squares slope of log(time) on log(images). Training images are the normal training images of an
+else over a fixed random sample of them, marked `sampled`). Modes: "seeded" is the default streaming (groups of
+`max_pending_patches`, each group's greedy continuing from the bank so far), "grouped" the same with each group
+reduced on its own (`seed_groups=False`), "exact" a single group (the one-shot greedy coreset, quadratic). The
+fit-time exponent is the least-squares slope of log(time) on log(images). Training images are the normal training images of an
 MVTec-layout folder (`--data`, resized to a square, horizontal flips appended past its count) or, without it,
-the synthetic demo generator. The demo comparison trains `patchcore-r18` on every demo category with a small
-group size (so several groups are used) and with one group, and prints both AUROCs.
+the synthetic demo generator. The AUROC comparison trains `patchcore-r18` through the runner (default settings
+but the mode) on every demo category, or on the category folder `--auroc-data`, in each mode, and prints the
+image/pixel AUROCs side by side.
 A JSON record goes under benchmarks/results/.
 """
 
@@ -31,6 +34,8 @@ import time
 from pathlib import Path
 
 ONE_GROUP = 1 << 40
+MODES = {"seeded": {"seed_groups": True}, "grouped": {"seed_groups": False},
+         "exact": {"max_pending_patches": ONE_GROUP}}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -76,17 +81,19 @@ def one_fit(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # the same random backbone in every process, so the fits compare
-    model = pc.PatchCore(backbone=args.backbone, pretrained=False, max_pending_patches=args.group).eval()
+    model = pc.PatchCore(backbone=args.backbone, pretrained=False, **MODES[args.mode]).eval()
     coreset_seconds = [0.0]
-    greedy = pc.greedy_coreset
 
-    def timed_greedy(*a, **k):
-        start = time.perf_counter()
-        out = greedy(*a, **k)
-        coreset_seconds[0] += time.perf_counter() - start
-        return out
+    def timed(function):
+        def run(*a, **k):
+            start = time.perf_counter()
+            out = function(*a, **k)
+            coreset_seconds[0] += time.perf_counter() - start
+            return out
+        return run
 
-    pc.greedy_coreset = timed_greedy
+    pc.greedy_coreset = timed(pc.greedy_coreset)  # the seeding product counts as coreset work
+    pc.squared_distance_to = timed(pc.squared_distance_to)
     floor = current_rss_mb()
     images = training_images(args.data, args.one, args.size)
     data_mb = images.numel() * 4 / 2**20
@@ -109,7 +116,7 @@ def one_fit(args: argparse.Namespace) -> dict:
         from ad_core.components.knn import brute_force_neighbours
 
         dist, _ = brute_force_neighbours(projected, bank)
-    return {"images": args.one, "mode": "exact" if args.group == ONE_GROUP else "grouped",
+    return {"images": args.one, "mode": args.mode,
             "fit_seconds": round(fit_seconds, 2), "coreset_seconds": round(coreset_seconds[0], 2),
             "peak_rss_above_floor_mb": round(peak - floor - data_mb, 1), "import_floor_mb": round(floor, 1),
             "bank": int(model.memory_bank.shape[0]), "patches": patches,
@@ -130,9 +137,9 @@ def exponent(points: list[tuple[int, float]]) -> float | None:
 def scaling(args: argparse.Namespace, record: dict) -> list[dict]:
     rows = record.setdefault("fits", [])
     for n in args.sizes:
-        modes = [("grouped", args.group_default)] + ([("exact", ONE_GROUP)] if n <= args.exact_up_to else [])
-        for mode, group in modes:
-            cmd = [sys.executable, __file__, "--one", str(n), "--group", str(group), "--size", str(args.size),
+        modes = [m for m in args.modes if m != "exact" or n <= args.exact_up_to]
+        for mode in modes:
+            cmd = [sys.executable, __file__, "--one", str(n), "--mode", mode, "--size", str(args.size),
                    "--backbone", args.backbone, "--threads", str(args.threads),
                    "--radius-budget", str(args.radius_budget)] + (["--data", args.data] if args.data else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -147,42 +154,56 @@ def scaling(args: argparse.Namespace, record: dict) -> list[dict]:
 
 
 def summarise(record: dict) -> None:
-    """Fit-time exponents per mode and the grouped / exact covering-radius ratio per size."""
+    """Fit-time exponents per mode and the streamed / exact covering-radius ratio per size."""
     rows = record["fits"]
-    for mode in ("grouped", "exact"):
+    for mode in MODES:
         record[f"{mode}_exponent"] = exponent([(r["images"], r["fit_seconds"]) for r in rows if r["mode"] == mode])
-    record["radius_ratio_grouped_over_exact"] = {
-        r["images"]: round(g["covering_radius"] / r["covering_radius"], 4)
-        for r in rows if r["mode"] == "exact"
-        for g in rows if g["mode"] == "grouped" and g["images"] == r["images"]}
+        if mode != "exact":
+            record[f"radius_ratio_{mode}_over_exact"] = {
+                r["images"]: round(g["covering_radius"] / r["covering_radius"], 4)
+                for r in rows if r["mode"] == "exact"
+                for g in rows if g["mode"] == mode and g["images"] == r["images"]}
 
 
 def write(record: dict, args: argparse.Namespace) -> None:
     RESULTS.mkdir(exist_ok=True)
-    name = "patchcore_scaling_demo.json" if args.demo_only else f"patchcore_scaling_{args.backbone}_{args.size}px.json"
+    if args.demo_only:
+        source = Path(args.auroc_data).name if args.auroc_data else "demo"
+        name = f"patchcore_auroc_{source}_{args.demo_size}px.json"
+    else:
+        name = f"patchcore_scaling_{args.backbone}_{args.size}px.json"
     (RESULTS / name).write_text(json.dumps(record, indent=1) + "\n")
 
 
-def demo_auroc(args: argparse.Namespace) -> list[dict]:
-    """patchcore-r18 on every demo category, several groups vs one group."""
+def demo_auroc(args: argparse.Namespace, record: dict) -> list[dict]:
+    """patchcore-r18 through the runner on every demo category (or one category folder), in each mode."""
     import warnings
 
     from ad_core.data.synthetic import DEMO_CATEGORIES
     from ad_core.runner import run_one
 
-    rows = []
+    if args.auroc_data:
+        root = Path(args.auroc_data)
+        jobs = [("mvtec", root.name, root.parent)]
+    else:
+        jobs = [("demo", category, None) for category in DEMO_CATEGORIES]
+    rows = record.setdefault("demo", [])
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for category in DEMO_CATEGORIES:
+        for dataset, category, root in jobs:
             row = {"category": category}
-            for mode, group in (("grouped", args.demo_group), ("exact", ONE_GROUP)):
-                result = run_one("demo", category, "patchcore-r18", output_dir=tmp, image_size=128,
-                                 pretrained=False, write_maps=False, max_pending_patches=group)
-                row[mode] = {"image_auroc": round(result.image_auroc, 4), "pixel_auroc": round(result.pixel_auroc, 4)}
             rows.append(row)
-            print(f"demo {category:10s} grouped image/pixel AUROC {row['grouped']['image_auroc']:.4f} / "
-                  f"{row['grouped']['pixel_auroc']:.4f}   exact {row['exact']['image_auroc']:.4f} / "
-                  f"{row['exact']['pixel_auroc']:.4f}", flush=True)
+            for mode in args.modes:
+                start = time.perf_counter()
+                options = {**({"max_pending_patches": args.demo_group} if args.demo_group else {}), **MODES[mode]}
+                result = run_one(dataset, category, "patchcore-r18", root=root, output_dir=tmp,
+                                 image_size=args.demo_size, pretrained=False, write_maps=False, **options)
+                row[mode] = {"image_auroc": round(result.image_auroc, 4), "pixel_auroc": round(result.pixel_auroc, 4),
+                             "wall_seconds": round(time.perf_counter() - start, 1),
+                             "group_patches": options.get("max_pending_patches", "default")}
+                print(f"{category:14s} {mode:8s} image/pixel AUROC {row[mode]['image_auroc']:.4f} / "
+                      f"{row[mode]['pixel_auroc']:.4f}  ({row[mode]['wall_seconds']} s)", flush=True)
+                write(record, args)
     return rows
 
 
@@ -194,28 +215,34 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--exact-up-to", type=int, default=200, help="largest size fitted with one group too")
-    parser.add_argument("--group-default", type=int, default=1 << 14, help="max_pending_patches of 'grouped'")
     parser.add_argument("--radius-budget", type=int, default=3 * 10**11, help="multiply-adds for the radius")
-    parser.add_argument("--demo-group", type=int, default=2048, help="max_pending_patches of the demo comparison")
+    parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES), help="of " + ",".join(MODES))
+    parser.add_argument("--demo-group", type=int, default=0,
+                        help="max_pending_patches of the streamed modes in the AUROC comparison (0: the default)")
+    parser.add_argument("--demo-size", type=int, default=256, help="image size of the AUROC comparison")
+    parser.add_argument("--auroc-data", default=None, help="MVTec-layout category folder for the AUROC comparison")
     parser.add_argument("--demo-only", action="store_true")
     parser.add_argument("--skip-demo", action="store_true")
     parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--group", type=int, default=1 << 17, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="seeded", choices=list(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one_fit(args)))
         return
     record = {"benchmark": "patchcore_scaling", "machine": platform.processor() or platform.machine(),
               "threads": args.threads, "backbone": args.backbone, "image_size": args.size,
-              "data": args.data or "demo generator", "group_patches": args.group_default}
+              "data": args.data or "demo generator"}
     if not args.demo_only:
         scaling(args, record)
-        for mode in ("grouped", "exact"):
+        for mode in MODES:
             if record[f"{mode}_exponent"] is not None:
                 print(f"{mode}: fit time ~ images^{record[f'{mode}_exponent']:.2f}")
-        print("covering radius grouped / exact:", record["radius_ratio_grouped_over_exact"])
+            if mode != "exact":
+                print(f"covering radius {mode} / exact:", record[f"radius_ratio_{mode}_over_exact"])
     if not args.skip_demo:
-        record["demo"] = demo_auroc(args)
+        record["demo_settings"] = {"image_size": args.demo_size, "data": args.auroc_data or "demo",
+                                   "model": "patchcore-r18", "pretrained": False}
+        demo_auroc(args, record)
     write(record, args)
     print("record written under", RESULTS)
 

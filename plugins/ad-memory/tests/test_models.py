@@ -175,6 +175,22 @@ def test_patchcore_streaming_pool_stays_within_budget(train_images, test_set) ->
     assert dist.max() < 1e-2 * first.norm(dim=1).mean()
 
 
+@pytest.mark.parametrize("seed_groups", [True, False])
+def test_patchcore_seeded_groups_fill_gaps_instead_of_repeating(train_images, seed_groups: bool) -> None:
+    # the same two images twice: two identical groups of 128 patches, each keeping 32 bank items
+    model = PatchCore(**TINY, coreset_ratio=0.25, max_pending_patches=128, seed_groups=seed_groups)
+    with torch.no_grad():
+        model.update(train_images[:2])
+        model.update(train_images[:2])
+        model.finalize()
+    first, second = model.memory_bank[:32], model.memory_bank[32:]
+    assert len(second) == 32
+    if seed_groups:  # the second group continues from the first group's items: all new
+        assert len(torch.unique(model.memory_bank, dim=0)) == 64
+    else:  # reduced on its own, the second group repeats the first's choice
+        assert torch.equal(first, second)
+
+
 def test_patchcore_training_patches_are_in_the_bank(train_images) -> None:
     model = fit(PatchCore(**TINY, coreset_ratio=1.0), train_images[:3])
     with torch.no_grad():

@@ -9,14 +9,15 @@ Performance choices (results are those of the plain algorithm up to floating-poi
   C*3*3 vector to 1024, then pool the stacked layers to 1024) is a fixed sparse linear map, so it is
   run as one grouped 3x3 convolution per layer at the layer's own resolution, before upsampling
   (`ad_core.components.patch_embedding`, shared with EfficientAD's teacher distillation);
-- the greedy coreset updates its min-distance vector lazily, block by block, with matrix products
-  (exact greedy order: a block is only refreshed when its stale maximum could be the global one);
+- the greedy coreset updates its min-distance vector with one matrix-vector product per step
+  (the textbook loop, whose step only reads the points once);
 - the nearest-neighbour search is exact but pruned: a PCA lower bound on every distance (one thin
   matrix product) rules out most bank items, and only the rest are measured
   (`ad_core.components.knn`; the coreset is `ad_core.components.coreset`);
 - training patches are streamed in groups of `max_pending_patches`: each full group is reduced to its
-  `coreset_ratio` share by its own greedy coreset and joins the bank, so fit time is linear in the training
-  set and pending memory bounded (see `PatchCore.update`); up to one group it is the one-shot coreset.
+  `coreset_ratio` share by a greedy coreset that continues from the bank kept so far, and joins the bank,
+  so the sequential greedy work is linear in the training set and pending memory bounded (see
+  `PatchCore.update`); up to one group it is the one-shot coreset.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ad_core.components.backbone import BackboneConfig, image_chunks
-from ad_core.components.coreset import greedy_coreset, sparse_random_projection
+from ad_core.components.coreset import greedy_coreset, sparse_random_projection, squared_distance_to
 from ad_core.components.knn import build_search_index, nearest_neighbours
 from ad_core.components.maps import gaussian_blur
 from ad_core.components.patch_embedding import PatchEmbedder
@@ -77,6 +78,7 @@ class PatchCore(MemoryBankModel):
         target_embed_dim: int = 1024,
         projection_dim: int = 128,
         max_pending_patches: int = 1 << 14,
+        seed_groups: bool = True,
         sigma: float = 4.0,
         seed: int = 0,
     ) -> None:
@@ -91,6 +93,7 @@ class PatchCore(MemoryBankModel):
         self.num_neighbors = int(num_neighbors)
         self.projection_dim = int(projection_dim)
         self.max_pending_patches = int(max_pending_patches)
+        self.seed_groups = bool(seed_groups)
         self.sigma = float(sigma)
         self.seed = int(seed)
         self.embedder = PatchEmbedder(self.backbone.channels, patch_size, pretrain_embed_dim, target_embed_dim)
@@ -116,6 +119,7 @@ class PatchCore(MemoryBankModel):
         self._pool: list[torch.Tensor] = []
         self._pool_projected: list[torch.Tensor] = []
         self._bank_parts: list[torch.Tensor] = []
+        self._bank_projected: list[torch.Tensor] = []
         self._seen = 0
         self._kept = 0
 
@@ -133,10 +137,13 @@ class PatchCore(MemoryBankModel):
 
         Streaming: once the open group holds `max_pending_patches` patches it is closed: a greedy
         coreset pass keeps its share of the bank (coreset_ratio of the patches seen so far, less what
-        earlier groups kept) and the rest is dropped. Each pass costs O(group x its share), so fit time
-        grows linearly with the training set and pending memory stays bounded. The bank is the union of
-        the groups' coresets: every patch lies within its own group's covering radius of the bank. With
-        at most one group (about 128 images of 256 px by default) it is exactly the one-shot coreset.
+        earlier groups kept) and the rest is dropped. With `seed_groups` the pass starts from each
+        patch's distance to the bank kept so far (one blocked matrix product), so a group adds the
+        items that fill the bank's gaps rather than repeating what earlier groups kept; without it each
+        group is reduced on its own. The sequential greedy costs O(group x its share) per group, linear
+        in the training set; the seeding product is O(group x bank), a matrix product whose total grows
+        with the square of the training set but at a small fraction of the one-shot greedy's cost.
+        With at most one group (16 images of 256 px by default) it is exactly the one-shot coreset.
         """
         images = batch.image if hasattr(batch, "image") else batch
         if self.is_fitted:  # a new fit starts from scratch
@@ -153,8 +160,13 @@ class PatchCore(MemoryBankModel):
     def _close_group(self) -> None:
         """Reduce the open group to its share of the bank by greedy k-center on its projections."""
         keep = self._target_count() - self._kept
-        chosen = greedy_coreset(torch.cat(self._pool_projected), keep)
+        projected = torch.cat(self._pool_projected)
+        covered = None
+        if self.seed_groups and self._bank_projected:
+            covered = squared_distance_to(projected, torch.cat(self._bank_projected))
+        chosen = greedy_coreset(projected, keep, covered)
         self._bank_parts.append(gather_rows(self._pool, chosen))
+        self._bank_projected.append(projected[chosen])
         self._kept += len(chosen)
         self._pool, self._pool_projected = [], []
 
