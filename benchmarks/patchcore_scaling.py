@@ -189,7 +189,7 @@ def demo_auroc(args: argparse.Namespace, record: dict) -> list[dict]:
         root = Path(args.auroc_data)
         jobs = [("mvtec", root.name, root.parent)]
     else:
-        jobs = [("demo", category, None) for category in DEMO_CATEGORIES]
+        jobs = [("demo", category, None) for category in args.categories or DEMO_CATEGORIES]
     rows = record.setdefault("demo", [])
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -223,6 +223,8 @@ def main() -> None:
     parser.add_argument("--demo-group", type=int, default=0,
                         help="max_pending_patches of the streamed modes in the AUROC comparison (0: the default)")
     parser.add_argument("--demo-size", type=int, default=256, help="image size of the AUROC comparison")
+    parser.add_argument("--categories", type=lambda s: s.split(","), default=None,
+                        help="demo categories of the AUROC comparison (default: all)")
     parser.add_argument("--auroc-data", default=None, help="MVTec-layout category folder for the AUROC comparison")
     parser.add_argument("--demo-only", action="store_true")
     parser.add_argument("--skip-demo", action="store_true")
