@@ -1,12 +1,13 @@
-"""Greedy k-center coreset: the lazy blocked selection equals the textbook greedy loop."""
+"""Greedy k-center coreset: the matrix-vector selection equals the textbook greedy loop, and continues one."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from ad_core.components.coreset import greedy_coreset, sparse_random_projection
+from ad_core.components.coreset import greedy_coreset, sparse_random_projection, squared_distance_to
 
 
 def eager_greedy_coreset(x: torch.Tensor, count: int) -> torch.Tensor:
@@ -27,14 +28,26 @@ def test_greedy_coreset_is_exact_unique_and_takes_outliers_first() -> None:
     x = torch.randn(700, 16, generator=g, dtype=torch.float64)
     outliers = torch.tensor([5, 300, 650])
     x[outliers, torch.arange(3)] += 60.0  # far out, along different axes
-    chosen = greedy_coreset(x.float(), 50, block_size=64)
+    chosen = greedy_coreset(x.float(), 50)
     assert len(chosen) == 50 and len(torch.unique(chosen)) == 50
     assert set(chosen[:3].tolist()) == set(outliers.tolist())
     assert torch.equal(chosen, eager_greedy_coreset(x, 50))
     assert torch.equal(greedy_coreset(x.float(), 700), torch.arange(700))
     # duplicates: still unique indices, up to the number of points
     dup = torch.zeros(20, 4)
-    assert len(torch.unique(greedy_coreset(dup, 20, block_size=8))) == 20
+    assert len(torch.unique(greedy_coreset(dup, 20))) == 20
+
+
+def test_greedy_coreset_continues_from_covered_distances() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(500, 8, generator=g)
+    whole = greedy_coreset(x, 40)
+    covered = squared_distance_to(x, x[whole[:15]])
+    assert torch.allclose(covered, torch.cdist(x, x[whole[:15]]).amin(1) ** 2, atol=1e-4)
+    # seeded with the first 15 centres, the greedy picks exactly the next 25 of the whole selection
+    assert torch.equal(greedy_coreset(x, 25, covered), whole[15:])
+    with pytest.raises(ValueError, match="one squared distance per point"):
+        greedy_coreset(x, 5, covered[:10])
 
 
 def test_sparse_random_projection_is_seeded_sparse_and_scaled() -> None:

@@ -159,14 +159,36 @@ def test_patchcore_streaming_pool_stays_within_budget(train_images, test_set) ->
             model.update(train_images[start : start + 2])
             sizes.append(model.pending_patches)
         model.finalize()
-    assert max(sizes) <= budget and min(sizes) > 0
-    assert 0 < len(model.memory_bank) <= budget
+    assert max(sizes) < budget and model.pending_patches == 0
+    # groups of 128 patches each keep their half: the bank has coreset_ratio of all patches seen
+    assert len(model.memory_bank) == N_TRAIN * 64 // 2
     assert len(torch.unique(model.memory_bank, dim=0)) == len(model.memory_bank)
     images, labels = test_set
     assert auroc(model.predict(images).score, labels) > 0.8
-    # without the budget the bank has the full coreset_ratio of the patches seen
     full = fit(PatchCore(**TINY, coreset_ratio=0.5), train_images)
     assert len(full.memory_bank) == N_TRAIN * 64 // 2
+    assert not torch.equal(full.memory_bank, model.memory_bank)  # one group: a different (one-shot) choice
+    # each group's share comes from that group: the first two images' patches hold the first 64 items
+    with torch.no_grad():
+        first, _ = model.embed(train_images[:2])
+    dist, _ = nearest_neighbours(model.memory_bank[:64], first)
+    assert dist.max() < 1e-2 * first.norm(dim=1).mean()
+
+
+@pytest.mark.parametrize("seed_groups", [True, False])
+def test_patchcore_seeded_groups_fill_gaps_instead_of_repeating(train_images, seed_groups: bool) -> None:
+    # the same two images twice: two identical groups of 128 patches, each keeping 32 bank items
+    model = PatchCore(**TINY, coreset_ratio=0.25, max_pending_patches=128, seed_groups=seed_groups)
+    with torch.no_grad():
+        model.update(train_images[:2])
+        model.update(train_images[:2])
+        model.finalize()
+    first, second = model.memory_bank[:32], model.memory_bank[32:]
+    assert len(second) == 32
+    if seed_groups:  # the second group continues from the first group's items: all new
+        assert len(torch.unique(model.memory_bank, dim=0)) == 64
+    else:  # reduced on its own, the second group repeats the first's choice
+        assert torch.equal(first, second)
 
 
 def test_patchcore_training_patches_are_in_the_bank(train_images) -> None:

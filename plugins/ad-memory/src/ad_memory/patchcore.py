@@ -9,13 +9,15 @@ Performance choices (results are those of the plain algorithm up to floating-poi
   C*3*3 vector to 1024, then pool the stacked layers to 1024) is a fixed sparse linear map, so it is
   run as one grouped 3x3 convolution per layer at the layer's own resolution, before upsampling
   (`ad_core.components.patch_embedding`, shared with EfficientAD's teacher distillation);
-- the greedy coreset updates its min-distance vector lazily, block by block, with matrix products
-  (exact greedy order: a block is only refreshed when its stale maximum could be the global one);
+- the greedy coreset updates its min-distance vector with one matrix-vector product per step
+  (the textbook loop, whose step only reads the points once);
 - the nearest-neighbour search is exact but pruned: a PCA lower bound on every distance (one thin
   matrix product) rules out most bank items, and only the rest are measured
   (`ad_core.components.knn`; the coreset is `ad_core.components.coreset`);
-- training patches are streamed: when the pending pool exceeds `max_pending_patches` it is reduced
-  by a greedy coreset pass, so memory stays bounded (see `PatchCore.update`).
+- training patches are streamed in groups of `max_pending_patches`: each full group is reduced to its
+  `coreset_ratio` share by a greedy coreset that continues from the bank kept so far, and joins the bank,
+  so the sequential greedy work is linear in the training set and pending memory bounded (see
+  `PatchCore.update`); up to one group it is the one-shot coreset.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ad_core.components.backbone import BackboneConfig, image_chunks
-from ad_core.components.coreset import greedy_coreset, sparse_random_projection
+from ad_core.components.coreset import greedy_coreset, sparse_random_projection, squared_distance_to
 from ad_core.components.knn import build_search_index, nearest_neighbours
 from ad_core.components.maps import gaussian_blur
 from ad_core.components.patch_embedding import PatchEmbedder
@@ -75,7 +77,8 @@ class PatchCore(MemoryBankModel):
         pretrain_embed_dim: int = 1024,
         target_embed_dim: int = 1024,
         projection_dim: int = 128,
-        max_pending_patches: int = 1 << 17,
+        max_pending_patches: int = 1 << 14,
+        seed_groups: bool = True,
         sigma: float = 4.0,
         seed: int = 0,
     ) -> None:
@@ -90,6 +93,7 @@ class PatchCore(MemoryBankModel):
         self.num_neighbors = int(num_neighbors)
         self.projection_dim = int(projection_dim)
         self.max_pending_patches = int(max_pending_patches)
+        self.seed_groups = bool(seed_groups)
         self.sigma = float(sigma)
         self.seed = int(seed)
         self.embedder = PatchEmbedder(self.backbone.channels, patch_size, pretrain_embed_dim, target_embed_dim)
@@ -114,11 +118,14 @@ class PatchCore(MemoryBankModel):
     def _reset_pool(self) -> None:
         self._pool: list[torch.Tensor] = []
         self._pool_projected: list[torch.Tensor] = []
+        self._bank_parts: list[torch.Tensor] = []
+        self._bank_projected: list[torch.Tensor] = []
         self._seen = 0
+        self._kept = 0
 
     @property
     def pending_patches(self) -> int:
-        """Patches held for the final coreset (never above `max_pending_patches` after an update)."""
+        """Patches of the open group (below `max_pending_patches` after every update)."""
         return sum(len(p) for p in self._pool)
 
     def _target_count(self) -> int:
@@ -126,13 +133,17 @@ class PatchCore(MemoryBankModel):
 
     @torch.no_grad()
     def update(self, batch: Any) -> None:
-        """Add a batch of normal images to the pool of candidate patches.
+        """Add a batch of normal images to the open group of candidate patches.
 
-        Streaming: when the pool would exceed `max_pending_patches`, it is reduced at once to
-        min(coreset_ratio * patches seen so far, max_pending_patches // 2) patches by a greedy
-        coreset pass. The final coreset is then chosen from that reduced pool, so every discarded
-        patch lies within (reduction radius + final radius) of the bank: an approximation of the
-        one-shot coreset that only applies beyond the budget (about 128 images of 256 px by default).
+        Streaming: once the open group holds `max_pending_patches` patches it is closed: a greedy
+        coreset pass keeps its share of the bank (coreset_ratio of the patches seen so far, less what
+        earlier groups kept) and the rest is dropped. With `seed_groups` the pass starts from each
+        patch's distance to the bank kept so far (one blocked matrix product), so a group adds the
+        items that fill the bank's gaps rather than repeating what earlier groups kept; without it each
+        group is reduced on its own. The sequential greedy costs O(group x its share) per group, linear
+        in the training set; the seeding product is O(group x bank), a matrix product whose total grows
+        with the square of the training set but at a small fraction of the one-shot greedy's cost.
+        With at most one group (16 images of 256 px by default) it is exactly the one-shot coreset.
         """
         images = batch.image if hasattr(batch, "image") else batch
         if self.is_fitted:  # a new fit starts from scratch
@@ -143,27 +154,30 @@ class PatchCore(MemoryBankModel):
             self._seen += len(emb)
             self._pool_projected.append(emb @ self.projection)
             self._pool.append(compact(emb))
-            if self.pending_patches > self.max_pending_patches:
-                keep = min(self._target_count(), self.max_pending_patches // 2)
-                self._reduce_pool(keep)
+            if self.pending_patches >= self.max_pending_patches:
+                self._close_group()
 
-    def _reduce_pool(self, keep: int) -> None:
+    def _close_group(self) -> None:
+        """Reduce the open group to its share of the bank by greedy k-center on its projections."""
+        keep = self._target_count() - self._kept
         projected = torch.cat(self._pool_projected)
-        self._pool_projected = []
-        chosen = greedy_coreset(projected, keep)
-        self._pool = [compact(gather_rows(self._pool, chosen))]
-        self._pool_projected = [projected[chosen]]
+        covered = None
+        if self.seed_groups and self._bank_projected:
+            covered = squared_distance_to(projected, torch.cat(self._bank_projected))
+        chosen = greedy_coreset(projected, keep, covered)
+        self._bank_parts.append(gather_rows(self._pool, chosen))
+        self._bank_projected.append(projected[chosen])
+        self._kept += len(chosen)
+        self._pool, self._pool_projected = [], []
 
     @torch.no_grad()
     def finalize(self) -> None:
-        """Choose the memory bank from the pool and mark the model fitted."""
-        if not self._pool:
+        """Close the last group, make the union of the groups' coresets the memory bank, mark fitted."""
+        if not self._seen:
             raise RuntimeError("PatchCore.finalize() called before any update(): no training patches")
-        projected = torch.cat(self._pool_projected)
-        self._pool_projected = []
-        count = min(self._target_count(), len(projected))
-        chosen = greedy_coreset(projected, count)
-        bank = gather_rows(self._pool, chosen)
+        if self._pool:
+            self._close_group()
+        bank = torch.cat(self._bank_parts)
         self._reset_pool()
         self.set_buffer("memory_bank", bank)
         for name, value in zip(("search_mean", "search_basis", "search_coords"), build_search_index(bank)):

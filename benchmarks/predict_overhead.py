@@ -1,0 +1,148 @@
+"""Each model's whole predict path against its bare feature extractor, on the CPU, side by side in one run.
+
+    python benchmarks/predict_overhead.py --size 256 --batch 16 --models all
+    python benchmarks/predict_overhead.py --models patchcore,fastflow --repeats 5
+
+For every model of ad-memory, ad-flow and ad-kd (default configuration, random weights, `pretrained=False`):
+"backbone" is one forward pass of the frozen feature extractor the model is built on (the first
+`FrozenBackbone`; CS-Flow's EfficientNet stage at its three input scales; EfficientAD's teacher PDN), "predict"
+is `Detector.predict` on [0, 1] images (normalisation, the model's own work: kNN search, flows, students and
+decoders, map upsampling and blur, then the post-processor). Both are timed on the same batch, alternately,
+`--repeats` times after one warm-up each; the minimum is reported (the machine may be shared: the minimum is
+the least disturbed run). Feature-bank models are fitted on `--train` demo images first (their bank size sets
+the kNN cost); gradient models are fitted for one step only (weights do not change the cost).
+With `--test-run`, the end-to-end `adcore test`-like scoring throughput (images/s, including decoding the
+demo images in `--workers` loader workers) is measured for the same models beside it.
+A JSON record goes under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+MODELS = ["padim", "patchcore", "dfkde", "fastflow", "cflow", "csflow", "uflow", "stfpm", "fre",
+          "reverse_distillation", "efficientad"]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def feature_extractor(name: str, model: torch.nn.Module) -> Callable[[torch.Tensor], object]:
+    """The bare feature extraction the model is built on, as a function of normalised images."""
+    from ad_core.components.backbone import FrozenBackbone
+
+    if name == "csflow":
+        return model.features
+    if name == "efficientad":
+        return model.teacher
+    for module in model.children():
+        if isinstance(module, FrozenBackbone):
+            return module
+    raise SystemExit(f"{name}: no frozen backbone found")
+
+
+def fitted_detector(name: str, size: int, n_train: int, batch: int):
+    from ad_core.data.synthetic import DEMO_CATEGORIES
+    from ad_core.building import resolve_config
+    from ad_core.testing import fit_tiny
+
+    gradient = resolve_config(name).spec.trainer != "feature_bank"
+    overrides = {"image_size": size, **({"num_epochs": 1, "max_steps": 1, "batch_size": min(batch, 4)} if gradient
+                                        else {"batch_size": batch})}
+    return fit_tiny(name, overrides, size, DEMO_CATEGORIES[0], 4 if gradient else n_train, seed=0)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(name: str, args: argparse.Namespace) -> dict:
+    from ad_core.data.synthetic import DEMO_CATEGORIES, DemoDataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        detector = fitted_detector(name, args.size, args.train, args.batch)
+    data = DemoDataset(category=DEMO_CATEGORIES[0], split="test", image_size=args.size)
+    images = torch.stack([data[i].image for i in range(args.batch)])
+    normalised = detector.pre(images)
+    extractor = feature_extractor(name, detector.model)
+
+    def bare() -> None:
+        with torch.inference_mode():
+            extractor(normalised)
+
+    def whole() -> None:
+        detector.predict(images)
+
+    bare(), whole()  # warm-up
+    times = {"backbone": [], "predict": []}
+    for _ in range(args.repeats):
+        times["backbone"].append(timed(bare))
+        times["predict"].append(timed(whole))
+    backbone, predict = min(times["backbone"]), min(times["predict"])
+    return {"model": name, "backbone_s": round(backbone, 3), "predict_s": round(predict, 3),
+            "ratio": round(predict / backbone, 2), "predict_images_per_s": round(args.batch / predict, 2)}
+
+
+def test_run(name: str, args: argparse.Namespace) -> float:
+    """Images/s of scoring the demo test split through a DataLoader whose workers decode the images."""
+    from torch.utils.data import DataLoader
+
+    from ad_core.types import collate
+    from ad_core.data.synthetic import DEMO_CATEGORIES, DemoDataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        detector = fitted_detector(name, args.size, args.train, args.batch)
+    data = DemoDataset(category=DEMO_CATEGORIES[0], split="test", image_size=args.size)
+    loader = DataLoader(data, batch_size=args.batch, num_workers=args.workers, collate_fn=collate)
+    start = time.perf_counter()
+    for batch in loader:
+        detector.predict(batch.image)
+    return round(len(data) / (time.perf_counter() - start), 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="all")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--train", type=int, default=32, help="training images of the feature-bank models")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, all cores)")
+    parser.add_argument("--test-run", action="store_true", help="also measure end-to-end scoring images/s")
+    parser.add_argument("--workers", type=int, default=2, help="loader workers of --test-run")
+    parser.add_argument("--tag", default="", help="suffix of the JSON record's name")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = MODELS if args.models == "all" else args.models.split(",")
+    record = {"benchmark": "predict_overhead", "machine": platform.processor() or platform.machine(),
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "image_size": args.size,
+              "batch": args.batch, "rows": []}
+    print(f"{'model':22s} {'backbone s':>10s} {'predict s':>10s} {'ratio':>6s} {'img/s':>7s}"
+          + ("  test img/s" if args.test_run else ""), flush=True)
+    for name in names:
+        row = measure(name, args)
+        if args.test_run:
+            row["test_images_per_s"] = test_run(name, args)
+        record["rows"].append(row)
+        print(f"{name:22s} {row['backbone_s']:10.3f} {row['predict_s']:10.3f} {row['ratio']:6.2f} "
+              f"{row['predict_images_per_s']:7.2f}" + (f"  {row['test_images_per_s']:10.2f}" if args.test_run else ""),
+              flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"predict_overhead_{args.size}px_b{args.batch}{args.tag}.json"
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"record written to {out}")
+
+
+if __name__ == "__main__":
+    main()
