@@ -1,8 +1,9 @@
 """Training under torchrun: 2 gloo processes on the CPU (loopback) against the single-process run.
 
-One `torchrun --nproc_per_node 2 -m ad_core.cli train` runs PaDiM and a tiny gradient model (no batch norm, so the
-same global batch gives the same gradient) on a demo category; the same models are then trained in this process.
-PaDiM's statistics and the gradient model's weights must match.
+One `torchrun --nproc_per_node 2 -m ad_core.cli train` runs PaDiM, PatchCore and a tiny gradient model (no batch
+norm, so the same global batch gives the same gradient) on a demo category; the same models are then trained in
+this process. PaDiM's statistics and the gradient model's weights must match; PatchCore's bank is the union of the
+ranks' coresets, of the single-process size, and covers the single-process bank within a stated factor.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from installed_plugin import install_test_plugin
 
 TESTS = Path(__file__).parent
 ARGS = ["--image-size", "32", "--set", "pretrained=false", "--set", "write_maps=false"]
-MODELS = "padim,tiny-ae"
+MODELS = "padim,patchcore-r18,tiny-ae"
 
 
 def _free_port() -> int:
@@ -68,7 +69,7 @@ def _weights(root: Path, model: str) -> dict[str, torch.Tensor]:
 def test_rank_0_writes_every_output_and_speaks_once(runs) -> None:
     for model in MODELS.split(","):
         assert (runs.root / "ddp" / "demo" / "disc" / model / "results.json").is_file()
-    assert runs.stdout.count("outputs written to") == 2  # rank 1 printed nothing
+    assert runs.stdout.count("outputs written to") == 3  # rank 1 printed nothing
 
 
 def test_padim_statistics_equal_the_single_process_ones(runs) -> None:
@@ -87,8 +88,15 @@ def test_gradient_model_reaches_the_single_process_weights(runs) -> None:
         torch.testing.assert_close(ddp[key], one[key], rtol=1e-4, atol=1e-5)
 
 
-def _batches(loader) -> list[list[int]]:
-    return [list(batch) for batch in loader]
+def test_patchcore_bank_is_the_union_of_the_ranks_coresets(runs) -> None:
+    ddp, one = _weights(runs.root / "ddp", "patchcore-r18"), _weights(runs.root / "one", "patchcore-r18")
+    key = next(k for k in one if k.endswith("memory_bank"))
+    assert abs(len(ddp[key]) - len(one[key])) <= 2  # each rank keeps coreset_ratio of its share
+    # Bound (docs/architecture.md): every single-process bank item, itself a training patch, lies within the
+    # union's covering radius; measured against the single-process bank's own spread it stays small.
+    cover = torch.cdist(one[key].float(), ddp[key].float()).amin(1).max()
+    spread = torch.cdist(one[key].float(), one[key].float()).fill_diagonal_(float("inf")).amin(1).max()
+    assert cover <= 2 * spread
 
 
 @pytest.mark.parametrize("length,batch_size", [(10, 4), (9, 4), (8, 4)])

@@ -23,7 +23,7 @@ Performance choices (results are those of the plain algorithm up to floating-poi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ from ad_core.components.knn import build_search_index, nearest_neighbours
 from ad_core.components.maps import gaussian_blur
 from ad_core.components.patch_embedding import PatchEmbedder
 from ad_memory.features import MemoryBankModel
+
+if TYPE_CHECKING:
+    from ad_core.plugin_api import World
 
 # Largest magnitude float16 represents; pending patches beyond it stay float32.
 FLOAT16_MAX = 65504.0
@@ -169,6 +172,23 @@ class PatchCore(MemoryBankModel):
         self._bank_projected.append(projected[chosen])
         self._kept += len(chosen)
         self._pool, self._pool_projected = [], []
+
+    @torch.no_grad()
+    def merge_distributed(self, world: World) -> None:
+        """Under torchrun: each process closes its open group, so its groups hold its share of the bank chosen
+        from its own images; rank 0 takes every process's groups as the bank's. Each training patch is then within
+        its own process's coreset radius of the bank: the union's covering radius is at most the largest
+        per-process radius (`coreset_ratio` of each share, so the bank has the single-process size)."""
+        if not self._seen:
+            raise RuntimeError("PatchCore.merge_distributed() called before any update(): no training patches")
+        if self._pool:
+            self._close_group()
+        parts = world.gather_rows(torch.cat(self._bank_parts))
+        projected = world.gather_rows(torch.cat(self._bank_projected))
+        seen = world.sum_int(self._seen, projected[0].device)
+        if world.is_main:
+            self._bank_parts, self._bank_projected = parts, projected
+            self._seen, self._kept = seen, sum(len(p) for p in parts)
 
     @torch.no_grad()
     def finalize(self) -> None:
