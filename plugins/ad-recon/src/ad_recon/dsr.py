@@ -33,7 +33,7 @@ from ad_core.plugin_api import components as C
 from ad_recon.draem import pooled_max
 from ad_recon.dsr_anomalies import block_mask, feature_anomalies, perlin_masks, smudge
 from ad_recon.dsr_networks import DualSubspaceVQ, ObjectSpecificDecoder, SubspaceRestriction, Unet
-from ad_recon.dsr_vq import HOW_TO_GET_WEIGHTS, RANDOM, load_vq_weights
+from ad_recon.dsr_vq import HOW_TO_GET_WEIGHTS, RANDOM, codebooks_from_features, load_vq_weights
 from ad_recon.sizes import as_size, check_multiple
 
 STRIDE = 32  # Q_lo is at stride 8 and the subspace restriction module pools it twice more
@@ -192,7 +192,13 @@ class Dsr(AnomalyModel):
         if self.vq_weights is None:
             raise MissingWeightsError(f"DSR was given no VQ weights. {HOW_TO_GET_WEIGHTS}")
         if self.vq_weights == RANDOM:
-            self._notes = ["the VQ stage is untrained (vq_weights=\"random\"): for tests only"]
+            first = next(iter(loader), None)
+            if first is None:
+                raise ValueError("the training set is empty: at least one normal image is needed")
+            device = next(self.detection.parameters()).device
+            codebooks_from_features(self.vq, first.image.to(device), C.seeded_generator(self.seed))
+            self._notes = ["the VQ stage is untrained (vq_weights=\"random\", codebooks drawn from the first "
+                           "batch's features): for tests only"]
         else:
             load_vq_weights(self.vq, self.vq_weights)
             self._notes = [f"VQ stage loaded from {self.vq_weights}"]

@@ -5,7 +5,8 @@ read from a file (`vq_weights=PATH`: the authors' `vq_model_pretrained_128_4096.
 `torch.load(weights_only=True)`, or a `.safetensors` file in our layout as `adcore dsr-train-vq` writes it), or
 trained by that command: image reconstruction MSE + the commitment losses of both codebooks (cost 0.25), the
 codebooks moved by exponential moving averages (decay 0.99), Adam (lr 1e-3), as the VQ-VAE code the authors name as
-their quantiser's source (zalandoresearch/pytorch-vq-vae).
+their quantiser's source (zalandoresearch/pytorch-vq-vae); the codebooks start as feature vectors of the first batch
+(with N(0, 1) codes an untrained encoder's small features all fall to one code, and the others never move).
 """
 
 from __future__ import annotations
@@ -60,11 +61,33 @@ def load_vq_weights(vq: DualSubspaceVQ, path: str | Path) -> None:
     vq.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
+@torch.no_grad()
+def codebooks_from_features(vq: DualSubspaceVQ, images: torch.Tensor, generator: torch.Generator) -> None:
+    """Set both codebooks of an untrained VQ stage to feature vectors of `images`, drawn at random.
+
+    An untrained encoder's features are far smaller than the N(0, 1) codes the codebooks start with, so every
+    feature would quantise to the same code and every image would look alike; drawn from the features, the codes
+    at least tell images apart.
+    """
+    def fill(quantizer, z: torch.Tensor) -> None:
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        picks = torch.randint(flat.shape[0], (quantizer.codes.shape[0],), generator=generator).to(flat.device)
+        quantizer.codebook.weight.copy_(flat[picks])
+        quantizer.ema_weight.copy_(flat[picks])
+        quantizer.ema_cluster_size.fill_(1.0)
+
+    encoded_hi = vq.encoder_hi(images)
+    z_lo = vq.pre_vq_lo(vq.encoder_lo(encoded_hi))
+    fill(vq.quantizer_lo, z_lo)
+    fill(vq.quantizer_hi, vq.hi_features(encoded_hi, vq.quantizer_lo(z_lo).quantized))
+
+
 HOW_TO_GET_WEIGHTS = (
     "DSR needs its VQ stage pretrained (on ImageNet in the paper). Either pass vq_weights=<file> (the authors' "
     "vq_model_pretrained_128_4096.pckl, or a .safetensors file), or train one offline on a folder of natural "
     "images: `adcore dsr-train-vq --images DIR --out vq.safetensors`, then `--set vq_weights=vq.safetensors`. "
-    f"vq_weights=\"{RANDOM}\" trains DSR on an untrained VQ stage (for tests only: no useful detector).")
+    f"vq_weights=\"{RANDOM}\" trains DSR on an untrained VQ stage whose codebooks are drawn from the training "
+    "images' features (for tests only: no useful detector).")
 
 
 def train_vq(images: str | Path, out: str | Path, *, steps: int = 100_000, batch_size: int = 32,
@@ -89,6 +112,8 @@ def train_vq(images: str | Path, out: str | Path, *, steps: int = 100_000, batch
     vq.train()
     for step in range(steps):
         batch = torch.stack([source.sample((image_size, image_size), generator) for _ in range(batch_size)])
+        if step == 0:  # codes start among the features: N(0, 1) codes would leave all but one unused
+            codebooks_from_features(vq, batch.to(target), generator)
         output = vq(batch.to(target))
         loss = (F.mse_loss(output.reconstruction, batch.to(target)) + output.quantized_lo.commitment
                 + output.quantized_hi.commitment)
