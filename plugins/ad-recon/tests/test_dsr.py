@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from ad_core.plugin_api import MissingWeightsError, StepContext, TrainingPlan
 from ad_core.plugin_api import components as C
-from ad_recon.dsr import Dsr
+from ad_recon.dsr import Dsr, Phase1Draws
 from ad_recon.dsr_anomalies import candidate_count, feature_anomalies
 from ad_recon.dsr_networks import DualSubspaceVQ, VectorQuantizer, vq_state_from_authors
 from ad_recon.dsr_vq import VQWeightsError, load_vq_weights
@@ -87,7 +87,7 @@ def test_phase_one_targets_the_cells_of_the_subspace_that_got_anomalies() -> Non
     masks = torch.zeros(2, 1, 64, 64)
     masks[..., 20:22, 20:22] = 1
     ones = torch.ones(2, 1, 1, 1)
-    draws = model.draw_phase1(2, C.seeded_generator(0))._replace(use_both=0 * ones, use_lo=ones)
+    draws = Phase1Draws(*model.draw_strengths(2, C.seeded_generator(0)), use_both=0 * ones, use_lo=ones)
     lo = model.phase1(images, masks, C.seeded_generator(0), draws).target
     draws = draws._replace(use_lo=0 * ones)
     hi = model.phase1(images, masks, C.seeded_generator(0), draws).target

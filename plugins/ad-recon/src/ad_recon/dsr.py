@@ -139,34 +139,41 @@ class Dsr(AnomalyModel):
         return self(images)
 
     # -- phase 1: anomalies in the quantised feature space -----------------------------------------------------
-    def draw_phase1(self, count: int, generator: torch.Generator) -> Phase1Draws:
+    def draw_strengths(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image, the share of K_lo and of K_hi ranked for replacement codes, in [strength, 1)."""
         low = self.latent_anomaly_strength
-        strengths = [torch.rand(count, generator=generator) * (1.0 - low) + low for _ in range(2)]
-        choices = [torch.randint(0, 2, (count, 1, 1, 1), generator=generator).float() for _ in range(2)]
-        return Phase1Draws(strengths[0], strengths[1], choices[0], choices[1])
+        return tuple(torch.rand(count, generator=generator) * (1.0 - low) + low for _ in range(2))
+
+    @staticmethod
+    def draw_subspaces(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image, (use_both, use_lo) in {0, 1}: anomalies in both subspaces, else in Q_lo or in Q_hi only."""
+        return tuple(torch.randint(0, 2, (count, 1, 1, 1), generator=generator).float() for _ in range(2))
 
     def phase1(self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
                draws: Phase1Draws | None = None) -> Phase1Output:
         """The phase-1 loss on `images` with feature anomalies inside `masks` [B, 1, H, W].
 
         Draw order as in the authors' code: strengths, replacement codes of Q_lo, of Q_hi (under the anomalous
-        Q_lo), the subspace choice, replacement codes of Q_hi (under the clean Q_lo).
+        Q_lo), the subspace choice, replacement codes of Q_hi (under the clean Q_lo). `draws` fixes the strengths
+        and the subspace choice instead.
         """
         count = images.shape[0]
-        draws = draws if draws is not None else self.draw_phase1(count, generator)
         vq = self.vq
         with torch.no_grad():
+            strength_lo, strength_hi = (draws.strength_lo, draws.strength_hi) if draws is not None \
+                else self.draw_strengths(count, generator)
             output = vq(images)
             q_lo, q_hi = output.quantized_lo.quantized, output.quantized_hi.quantized
             codes_lo, codes_hi = vq.quantizer_lo.codes, vq.quantizer_hi.codes
-            device = images.device
-            both, lo_only = draws.use_both.to(device), draws.use_lo.to(device)
-            anomalous_lo = feature_anomalies(output.z_lo, q_lo, codes_lo, masks, draws.strength_lo, generator)
+            anomalous_lo = feature_anomalies(output.z_lo, q_lo, codes_lo, masks, strength_lo, generator)
             z_hi_under_anomalous_lo = vq.hi_features(output.encoded_hi, anomalous_lo)
             q_hi_under_anomalous_lo = vq.quantizer_hi(z_hi_under_anomalous_lo).quantized
             anomalous_both_hi = feature_anomalies(z_hi_under_anomalous_lo, q_hi_under_anomalous_lo, codes_hi, masks,
-                                                  draws.strength_hi, generator)
-            anomalous_hi = feature_anomalies(output.z_hi, q_hi, codes_hi, masks, draws.strength_hi, generator)
+                                                  strength_hi, generator)
+            both, lo_only = (draws.use_both, draws.use_lo) if draws is not None \
+                else self.draw_subspaces(count, generator)
+            both, lo_only = both.to(images), lo_only.to(images)
+            anomalous_hi = feature_anomalies(output.z_hi, q_hi, codes_hi, masks, strength_hi, generator)
             hi_only = 1.0 - lo_only
             features_hi = both * anomalous_both_hi + (1.0 - both) * (hi_only * anomalous_hi + lo_only * q_hi)
             features_lo = both * anomalous_lo + (1.0 - both) * (hi_only * q_lo + lo_only * anomalous_lo)
