@@ -8,7 +8,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from safetensors.torch import save_file
 
 from ad_core.plugin_api import MissingWeightsError, StepContext, TrainingPlan
 from ad_core.plugin_api import components as C
@@ -138,7 +137,8 @@ def test_vq_weights_load_from_the_authors_layout(tmp_path) -> None:
     ours_to_authors = {
         "encoder_hi.": "_encoder_b.", "encoder_lo.": "_encoder_t.", "pre_vq_hi.": "_pre_vq_conv_bot.",
         "pre_vq_lo.": "_pre_vq_conv_top.", "quantizer_hi.": "_vq_vae_bot.", "quantizer_lo.": "_vq_vae_top.",
-        "general_decoder.": "_decoder_b.", "upsample_lo.": "upsample_t.", "residual.layers.": "_residual_stack._layers.",
+        "general_decoder.": "_decoder_b.", "upsample_lo.": "upsample_t.",
+        "residual.layers.": "_residual_stack._layers.",
         ".block.0.": "._block.1.", ".block.2.": "._block.3.", "deconv1.": "_conv_trans_1.",
         "deconv2.": "_conv_trans_2.", "conv1.": "_conv_1.", "conv2.": "_conv_2.", "conv3.": "_conv_3.",
         "codebook.weight": "_embedding.weight", "ema_cluster_size": "_ema_cluster_size", "ema_weight": "_ema_w"}

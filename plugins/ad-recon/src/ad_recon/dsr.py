@@ -98,10 +98,12 @@ class Dsr(AnomalyModel):
         init_dcgan(self.specific_decoder)
         init_dcgan(self.detection)
         self.vq_weights = None if vq_weights is None else str(vq_weights)
-        self.latent_anomaly_strength, self.anomaly_probability = float(latent_anomaly_strength), float(anomaly_probability)
+        self.latent_anomaly_strength = float(latent_anomaly_strength)
+        self.anomaly_probability = float(anomaly_probability)
         self.lr, self.upsampling_lr = float(lr), float(upsampling_lr)
         self.lr_milestone, self.lr_gamma = float(lr_milestone), float(lr_gamma)
-        self.upsampling_fraction, self.score_pooling, self.seed = float(upsampling_fraction), int(score_pooling), int(seed)
+        self.upsampling_fraction = float(upsampling_fraction)
+        self.score_pooling, self.seed = int(score_pooling), int(seed)
         self.phase1_steps = 0  # set from the plan by configure_optimizers
         self._notes: list[str] = []
 
@@ -130,10 +132,19 @@ class Dsr(AnomalyModel):
         return segmentation, torch.softmax(self.upsampling(specific, general, segmentation), dim=1)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image scores [B], anomaly maps [B, H, W])."""
+        """(image scores [B], anomaly maps [B, H, W]), computed image by image.
+
+        Quantisation is an argmin: the last-bit differences that convolution kernels make between batch sizes can
+        flip a near-tie to another code and change a map visibly. One image at a time, a prediction does not depend
+        on the batch it came in.
+        """
         check_multiple("DSR", (int(images.shape[-2]), int(images.shape[-1])), STRIDE, MIN_SIZE)
-        segmentation, refined = self.upsampled(images)
-        return pooled_max(segmentation[:, 1], self.score_pooling), refined[:, 1]
+        scores, maps = [], []
+        for image in images.split(1):
+            segmentation, refined = self.upsampled(image)
+            scores.append(pooled_max(segmentation[:, 1], self.score_pooling))
+            maps.append(refined[:, 1])
+        return torch.cat(scores), torch.cat(maps)
 
     def compute(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self(images)

@@ -271,7 +271,8 @@ class Unet(nn.Module):
 _AUTHORS_NAMES = (
     ("_encoder_b.", "encoder_hi."), ("_encoder_t.", "encoder_lo."), ("_pre_vq_conv_bot.", "pre_vq_hi."),
     ("_pre_vq_conv_top.", "pre_vq_lo."), ("_vq_vae_bot.", "quantizer_hi."), ("_vq_vae_top.", "quantizer_lo."),
-    ("_decoder_b.", "general_decoder."), ("upsample_t.", "upsample_lo."), ("_residual_stack._layers.", "residual.layers."),
+    ("_decoder_b.", "general_decoder."), ("upsample_t.", "upsample_lo."),
+    ("_residual_stack._layers.", "residual.layers."),
     ("._block.1.", ".block.0."), ("._block.3.", ".block.2."), ("_conv_trans_1.", "deconv1."),
     ("_conv_trans_2.", "deconv2."), ("_conv_1.", "conv1."), ("_conv_2.", "conv2."), ("_conv_3.", "conv3."),
     ("_embedding.weight", "codebook.weight"), ("_ema_cluster_size", "ema_cluster_size"), ("_ema_w", "ema_weight"),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ad_core.plugin_api import MissingWeightsError
 from ad_core.plugin_api import components as C
@@ -110,7 +111,7 @@ def train_vq(images: str | Path, out: str | Path, *, steps: int = 100_000, batch
                         commitment_cost, decay).to(target)
     optimizer = torch.optim.Adam([p for p in vq.parameters() if p.requires_grad], lr=lr)
     vq.train()
-    for step in range(steps):
+    for step in tqdm(range(steps), desc="VQ stage", unit="step", leave=False):
         batch = torch.stack([source.sample((image_size, image_size), generator) for _ in range(batch_size)])
         if step == 0:  # codes start among the features: N(0, 1) codes would leave all but one unused
             codebooks_from_features(vq, batch.to(target), generator)
