@@ -48,7 +48,7 @@ def init_dcgan(module: torch.nn.Module) -> None:
 
 
 class Phase1Draws(NamedTuple):
-    """The random choices of one phase-1 step besides the masks (the authors' draws, in their order)."""
+    """The random choices of one phase-1 step besides the masks and the codes, when a caller fixes them."""
 
     strength_lo: torch.Tensor  # [B] share of K_lo ranked for replacement codes
     strength_hi: torch.Tensor
