@@ -10,8 +10,10 @@ A plugin that is not installed (an example, a notebook) passes its registration 
 `conformance_suite(plugin="my-plugin", module=my_plugin.plugin)`.
 
 A case's tiny config is `ModelSpec.tiny_config(variant)`; keys starting with `test_` steer the suite, not the
-model: `test_category` (demo category of the ranking check), `test_min_auroc`, and `test_square_only` (a reason:
-the model is built for one square input size, so the non-square check is skipped with that reason).
+model: `test_category` (demo category of the ranking check), `test_min_auroc`, `test_no_ranking` (a reason: the
+tiny config cannot rank defects, e.g. it needs pretrained auxiliary weights, so the ranking check is skipped with
+that reason) and `test_square_only` (a reason: the model is built for one square input size, so the non-square
+check is skipped with that reason).
 The model is fitted once per case (class-scoped fixtures). A variant whose tiny config equals an earlier case's
 (a size-only variant once shrunk, e.g. `patchcore-r18` beside `patchcore` on ResNet-18) is skipped as that case.
 The expensive checks (a seeded refit, a refit on
@@ -55,7 +57,7 @@ from ad_core.types import collate
 # base, so the suite skips its expensive refit checks.
 SIZE_KEYS = frozenset({"backbone", "image_size", "center_crop", "n_features", "stats_dtype", "size", "feature_block",
                        "pooling_kernel_size", "hidden_channels", "stage"})
-SUITE_KEYS = ("test_category", "test_min_auroc", "test_square_only")
+SUITE_KEYS = ("test_category", "test_min_auroc", "test_no_ranking", "test_square_only")
 DEFAULT_IMAGE_SIZE = 64
 
 
@@ -357,6 +359,8 @@ class ModelConformance:
             fitted.predict(images)
 
     def test_ranks_defects_above_normal(self, case: ConformanceCase, fitted: Detector, test_data) -> None:
+        if "test_no_ranking" in case.suite:
+            pytest.skip(str(case.suite["test_no_ranking"]))
         images, labels = test_data
         scores = fitted.predict(images).score.numpy()
         assert auroc(scores, labels) >= float(case.suite.get("test_min_auroc", self.min_auroc))

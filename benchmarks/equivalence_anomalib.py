@@ -678,10 +678,95 @@ def uninet(images: torch.Tensor) -> dict[str, float]:
     }
 
 
+class _Replay:
+    """torch.rand / torch.randint answered from one seeded generator, whatever generator the caller names: two
+    implementations that draw the same shapes in the same order then draw the same numbers."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.rand, self.randint = seed, torch.rand, torch.randint
+
+    def __enter__(self):
+        shared = torch.Generator().manual_seed(self.seed)
+        rand, randint = self.rand, self.randint
+        torch.rand = lambda *a, generator=None, **kw: rand(*a, generator=shared, **kw)  # noqa: E731
+        torch.randint = lambda *a, generator=None, **kw: randint(*a, generator=shared, **kw)  # noqa: E731
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.rand, torch.randint = self.rand, self.randint
+
+
+def dsr(images: torch.Tensor) -> dict[str, float]:
+    """DSR at the paper's widths (codebooks of 4096 x 128). anomalib's VQ weights go through our key mapping of the
+    authors' checkpoint layout; the other modules are copied in order. The feature-space anomalies draw the same
+    numbers on both sides (`_Replay`) from one shared Perlin-like mask. Intended deviation in the losses: anomalib
+    applies kornia's focal loss (alpha=1) to softmax *probabilities* (a second softmax inside kornia), ours the
+    authors' focal loss on the probabilities; so the networks' outputs (restored features, images, segmentations,
+    targets) are compared directly, the MSE terms exactly, and anomalib's loss is also computed on our outputs."""
+    from anomalib.models.image.dsr.loss import DsrSecondStageLoss, DsrThirdStageLoss
+    from anomalib.models.image.dsr.torch_model import DsrModel
+
+    from ad_recon.dsr import Dsr
+    from ad_recon.dsr_networks import vq_state_from_authors
+
+    images = images[:2].sigmoid()  # DSR reads [0, 1] images
+    theirs = DsrModel()
+    ours = Dsr(image_size=list(images.shape[-2:]), vq_weights="random")
+    ours.vq.load_state_dict(vq_state_from_authors(theirs.discrete_latent_model.state_dict()))
+    _copy_in_order(ours.specific_decoder, theirs.image_reconstruction_network)
+    _copy_in_order(ours.restriction_hi, theirs.subspace_restriction_module_hi)
+    _copy_in_order(ours.restriction_lo, theirs.subspace_restriction_module_lo)
+    _copy_in_order(ours.detection, theirs.anomaly_detection_module)
+    _copy_in_order(ours.upsampling, theirs.upsampling_module)
+    generator = torch.Generator().manual_seed(3)
+    masks = torch.zeros(images.shape[0], 1, *images.shape[-2:])
+    masks[:, :, 8:40, 16:56] = (torch.rand(images.shape[0], 1, 32, 40, generator=generator) > 0.3).float()
+    theirs.train()
+    ours.train()
+    with _Replay(7):
+        out_t = theirs(images, masks)
+    with _Replay(7):
+        out = ours.phase1(images, masks, torch.Generator())
+    loss_t = DsrSecondStageLoss()(out_t["recon_feat_hi"], out_t["recon_feat_lo"], out_t["embedding_bot"],
+                                  out_t["embedding_top"], images, out_t["obj_spec_image"], out_t["anomaly_map"],
+                                  out_t["true_anomaly_map"])
+    mse_t = loss_t - DsrSecondStageLoss().focal_loss(out_t["anomaly_map"], out_t["true_anomaly_map"].squeeze(1).long())
+    mse_ours = out.parts["features_hi"] + out.parts["features_lo"] + out.parts["image"]
+    loss_anomalib_on_ours = mse_ours + DsrSecondStageLoss().focal_loss(out.segmentation, out.target.squeeze(1).long())
+    smudged = images.clone()
+    smudged[masks.expand_as(images).bool()] = 0.3
+    up_t = theirs(smudged)["anomaly_map"]
+    _, up = ours.upsampled(smudged)
+    phase2_t = DsrThirdStageLoss()(up_t, masks)
+    phase2_anomalib_on_ours = DsrThirdStageLoss()(up, masks)
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():  # ours scores image by image (see `Dsr.forward`): anomalib too, for the same kernels
+        preds = [theirs(image) for image in images.split(1)]
+        pred_score = torch.cat([p.pred_score.flatten() for p in preds])
+        pred_map = torch.cat([p.anomaly_map.reshape(1, *images.shape[-2:]) for p in preds])
+        score, amap = ours(images)
+    rel = lambda a, b: abs(float(a) - float(b)) / max(abs(float(a)), 1e-12)  # noqa: E731
+    return {
+        "loss_anomalib": float(loss_t), "loss_ours": float(loss_anomalib_on_ours),
+        "loss_rel_diff": rel(loss_t, loss_anomalib_on_ours),
+        "phase1_mse_terms_rel_diff": rel(mse_t, mse_ours),
+        "loss_ours_authors_form": float(out.loss),
+        "phase1_segmentation_max_abs_diff": float((out_t["anomaly_map"] - out.segmentation).abs().max()),
+        "phase1_target_max_abs_diff": float((out_t["true_anomaly_map"] - out.target).abs().max()),
+        "phase2_loss_anomalib": float(phase2_t), "phase2_loss_anomalib_on_ours": float(phase2_anomalib_on_ours),
+        "phase2_loss_rel_diff": rel(phase2_t, phase2_anomalib_on_ours),
+        "phase2_loss_ours_authors_form": float(ours.phase2(smudged, masks)),
+        "score_max_abs_diff": float((pred_score - score).abs().max()),
+        "map_max_abs_diff": float((pred_map - amap).abs().max()),
+        "map_max_abs": float(pred_map.abs().max()),
+    }
+
+
 CHECKS = {"stfpm": stfpm, "fastflow": fastflow, "efficientad": efficientad, "dfm": dfm, "dfm-nll": dfm_nll,
           "cfa": cfa,
           "supersimplenet": supersimplenet, "glass": glass,
-          "ganomaly": ganomaly, "draem": draem, "dinomaly": dinomaly, "uninet": uninet}
+          "ganomaly": ganomaly, "draem": draem, "dsr": dsr, "dinomaly": dinomaly, "uninet": uninet}
 
 
 def main() -> None:
