@@ -62,7 +62,8 @@ def server(make_export) -> Iterator[int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    instance = make_server(Detector.load(make_export(batch=1)), "127.0.0.1", port, max_upload_bytes=LIMIT)
+    instance = make_server(Detector.load(make_export(batch=1)), "127.0.0.1", port, max_upload_bytes=LIMIT,
+                           log_level="warning")
     thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + TIMEOUT

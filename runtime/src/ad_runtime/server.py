@@ -139,9 +139,9 @@ def _score(detector: Detector, data: bytes, name: str | None, want_map: bool) ->
 
 
 def make_server(detector: Detector, host: str = "127.0.0.1", port: int = 8000,
-                max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> uvicorn.Server:
+                max_upload_bytes: int = DEFAULT_MAX_UPLOAD, log_level: str = "info") -> uvicorn.Server:
     """A uvicorn server for `detector`, not yet started (tests run it in a thread on a socket of their own)."""
-    config = uvicorn.Config(create_app(detector, max_upload_bytes), host=host, port=port, log_level="info",
+    config = uvicorn.Config(create_app(detector, max_upload_bytes), host=host, port=port, log_level=log_level,
                             access_log=False)
     return uvicorn.Server(config)
 
