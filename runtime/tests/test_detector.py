@@ -62,6 +62,14 @@ def test_a_model_without_maps_returns_none(make_export, images) -> None:
     assert result.score == pytest.approx(expected(_rgb(result.path), 24, 32)["score"], abs=1e-6)
 
 
+def test_a_run_without_pixel_threshold_has_raw_maps_only(make_export, images) -> None:
+    directory = make_export(outputs=["score", "normalized_score", "label", "anomaly_map"],
+                            thresholds={"image": 0.5, "pixel": None})
+    result = Detector.load(directory).predict([images])[0]
+    assert result.normalized_map is None
+    np.testing.assert_allclose(result.anomaly_map, expected(_rgb(result.path), 24, 32)["anomaly_map"], atol=1e-6)
+
+
 def test_transparent_pixels_are_composited_on_black(make_export, tmp_path) -> None:
     rgba = np.zeros((20, 20, 4), dtype=np.uint8)
     rgba[..., :3] = 250  # bright, but fully transparent: training sees black

@@ -34,6 +34,7 @@ def test_dynamic_batch_reads_as_none(make_export) -> None:
     ({"format_version": "1"}, "format_version"),
     ({"batch": 0}, "\"batch\" must be"),
     ({"outputs": ["score", "label"]}, "lacks normalized_score"),
+    ({"outputs": ["score", "normalized_score", "label", "normalized_map"]}, "lacks anomaly_map"),
     ({"has_map": "yes"}, "'has_map' must be a bool"),
     ({"thresholds": {"image": None}}, "thresholds.image must be a finite number"),
     ({"files": {"onnx": "../model.onnx"}}, "inside the export folder"),

@@ -28,8 +28,8 @@ class RuntimePrediction:
     normalized_score: float  # 0-1, the stored threshold at 0.5
     label: bool  # True: anomalous at the stored threshold
     threshold: float
-    anomaly_map: np.ndarray | None
-    normalized_map: np.ndarray | None
+    anomaly_map: np.ndarray | None  # None for models without maps
+    normalized_map: np.ndarray | None  # None also for runs without a pixel threshold
 
 
 class Detector:
@@ -93,7 +93,7 @@ class Detector:
         paths = list(paths) if paths is not None else [None] * len(pictures)
         batch = np.stack([to_input(p, self.info.height, self.info.width) for p in pictures])
         outputs = self._run(batch)
-        maps = self.info.has_map
+        maps, normalized = self.info.has_map, self.info.has_normalized_map
         return [RuntimePrediction(
             path=path,
             original_size=(picture.height, picture.width),
@@ -102,7 +102,7 @@ class Detector:
             label=bool(outputs["label"][i]),
             threshold=self.info.image_threshold,
             anomaly_map=outputs["anomaly_map"][i].astype(np.float32) if maps else None,
-            normalized_map=outputs["normalized_map"][i].astype(np.float32) if maps else None,
+            normalized_map=outputs["normalized_map"][i].astype(np.float32) if normalized else None,
         ) for i, (path, picture) in enumerate(zip(paths, pictures))]
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:

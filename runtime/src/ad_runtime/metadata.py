@@ -17,7 +17,8 @@ EXPORT_FORMAT = "ad-core-export"
 FORMAT_VERSION = 1  # the newest `format_version` this runtime reads
 METADATA_FILE = "model.json"
 IMAGE_OUTPUTS = ("score", "normalized_score", "label")
-MAP_OUTPUTS = ("anomaly_map", "normalized_map")
+MAP_OUTPUT = "anomaly_map"
+NORMALIZED_MAP_OUTPUT = "normalized_map"  # absent when the run has no pixel threshold (then no 0-1 map)
 _RESIZE = {"library": "Pillow", "filter": "bilinear", "reducing_gap": None}  # what training does
 
 
@@ -42,6 +43,11 @@ class ExportInfo:
     openvino_path: Path | None
     raw: dict[str, Any]
 
+    @property
+    def has_normalized_map(self) -> bool:
+        """Whether the graph returns the 0-1 map (it needs a pixel threshold, which old runs lack)."""
+        return self.has_map and NORMALIZED_MAP_OUTPUT in self.outputs
+
 
 def read_export_info(directory: str | Path) -> ExportInfo:
     """Parse and check `directory/model.json`; every problem is an `ExportError` naming the file and the fix."""
@@ -62,7 +68,7 @@ def read_export_info(directory: str | Path) -> ExportInfo:
     height, width = _check_input(_field(raw, "input", dict, path), path)
     has_map = _field(raw, "has_map", bool, path)
     outputs = tuple(_field(raw, "outputs", list, path))
-    needed = IMAGE_OUTPUTS + (MAP_OUTPUTS if has_map else ())
+    needed = IMAGE_OUTPUTS + ((MAP_OUTPUT,) if has_map else ())
     missing = [name for name in needed if name not in outputs]
     if missing:
         raise ExportError(f"{path}: \"outputs\" lacks {', '.join(missing)} (has_map is {str(has_map).lower()})")

@@ -58,8 +58,8 @@ def create_app(detector: Detector, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -
 
     async def predict(request: Request) -> JSONResponse:
         want_map = request.query_params.get("map", "0").lower() in ("1", "true", "yes")
-        if want_map and not detector.info.has_map:
-            raise UploadError(400, f"model {detector.info.model!r} makes no anomaly map: drop ?map=1")
+        if want_map and not detector.info.has_normalized_map:
+            raise UploadError(400, f"this export of {detector.info.model!r} has no 0-1 anomaly map: drop ?map=1")
         data, name = await _upload(request, max_upload_bytes)
         return JSONResponse(await run_in_threadpool(_score, detector, data, name, want_map))
 
