@@ -3,7 +3,7 @@
 1. `ad_runtime.images` decodes and resizes image files of every mode exactly as training does
    (`ad_core.data.images.read_image` + `ImageTransform`): bit-identical input arrays.
 2. For tiny runs of three paradigms (memory: PaDiM, knowledge distillation: STFPM, flow: FastFlow; ResNet-18,
-   64 px), `adcore predict RUN` and `ad-runtime predict EXPORT` (the folder `ad_core.export` writes) give the
+   random weights, 64 px, 8 training images), `adcore predict RUN` and `ad-runtime predict EXPORT` (the folder `ad_core.export` writes) give the
    same labels and scores within the tolerance on the same files.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ad_core.cli import main as adcore_main
-from ad_core.data import DemoDataset
+from ad_core.data import write_demo_dataset
 from ad_core.data.images import read_image as core_read_image
 from ad_core.data.transforms import ImageTransform
 
@@ -74,18 +75,12 @@ def test_runtime_decoding_equals_trainings(tmp_path) -> None:
                           transform(core_read_image(tmp_path / "files" / "rgb.png")).numpy())
 
 
-def _test_images(folder: Path) -> list[Path]:
-    """Demo test images (normal and defective) at 96 px, so both tools resize them to the run's 64 px."""
-    folder.mkdir(parents=True, exist_ok=True)
-    data = DemoDataset(category="weave", split="test", image_size=96)
-    labels = [int(data[i].label) for i in range(len(data))]
-    picks = [i for i, y in enumerate(labels) if y == 0][:3] + [i for i, y in enumerate(labels) if y == 1][:3]
-    paths = []
-    for i in picks:
-        array = (data[i].image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        paths.append(folder / f"demo{i}.png")
-        Image.fromarray(array).save(paths[-1])
-    return paths + _image_files(folder / "modes")
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """A small MVTec-layout demo category at 96 px (8 normal training images, 3 + 3 test images)."""
+    root = tmp_path_factory.mktemp("parity-data")
+    write_demo_dataset(root, ["weave"], image_size=96, n_train=8, n_test_normal=3, n_test_anomalous=3)
+    return root
 
 
 @pytest.mark.slow
@@ -96,15 +91,17 @@ def _test_images(folder: Path) -> list[Path]:
     ("stfpm", {"num_epochs": 1, "max_steps": 2}),
     ("fastflow", {"num_epochs": 1, "max_steps": 2}),
 ])
-def test_adcore_and_ad_runtime_predict_agree(model, overrides, outputs, tmp_path, capsys) -> None:
+def test_adcore_and_ad_runtime_predict_agree(model, overrides, dataset, outputs, tmp_path, capsys) -> None:
     from ad_core import export, train
 
     torch.manual_seed(0)
-    (run,) = train("demo", "weave", model, verbose=False, image_size=64, pretrained=False, **overrides)
+    (run,) = train("mvtec", "weave", model, root=dataset, verbose=False, image_size=64, pretrained=False,
+                   write_maps=False, **overrides)
     exported = export(run.output_dir, tmp_path / "export")
     assert exported.parity["label_mismatches"] == 0
-    folder = tmp_path / "images"
-    _test_images(folder)
+    folder = tmp_path / "images"  # the test images (96 px: both tools resize them) and files of every mode
+    shutil.copytree(dataset / "weave" / "test", folder / "test")
+    _image_files(folder / "modes")
 
     result = CliRunner().invoke(adcore_main, ["predict", str(run.output_dir), str(folder), "--json"])
     assert result.exit_code == 0, result.output
@@ -115,7 +112,7 @@ def test_adcore_and_ad_runtime_predict_agree(model, overrides, outputs, tmp_path
     runtime_rows = json.loads(capsys.readouterr().out)
     assert stop.value.code == 0
 
-    assert [r["path"] for r in runtime_rows] == [r["path"] for r in torch_rows] and len(torch_rows) == 17
+    assert [r["path"] for r in runtime_rows] == [r["path"] for r in torch_rows] and len(torch_rows) == 6 + 11
     threshold = torch_rows[0]["threshold"]
     assert runtime_rows[0]["threshold"] == pytest.approx(threshold, rel=1e-6)
     for ours, theirs in zip(runtime_rows, torch_rows):
