@@ -47,7 +47,7 @@ def _image_files(folder: Path) -> list[Path]:
         "rgba.png": Image.fromarray(np.dstack([rgb, alpha]), "RGBA"),
         "la.png": Image.fromarray(np.dstack([rgb[..., 0], alpha]), "LA"),
         "grey.png": Image.fromarray(rgb[..., 1], "L"),
-        "grey16.png": Image.fromarray((rgb[..., 2].astype(np.uint16) * 257 // 3)),
+        "grey16.png": Image.fromarray(rgb[..., 2].astype(np.uint16) * 257 // 3),
         "palette.png": Image.fromarray(rgb, "RGB").quantize(16),
         "cmyk.jpg": Image.fromarray(np.dstack([rgb, alpha]), "CMYK"),
         "float.tif": Image.fromarray(rgb[..., 0].astype(np.float32) / 255.0, "F"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -14,7 +14,7 @@ from ad_runtime.backends import Backend, OnnxRuntimeBackend, OpenVinoBackend
 from ad_runtime.images import ImageReadError, collect_images, from_array, read_image, to_input, to_rgb
 from ad_runtime.metadata import ExportInfo, read_export_info
 
-ImageInput = Union[str, Path, np.ndarray, Image.Image]
+ImageInput = str | Path | np.ndarray | Image.Image
 DEFAULT_BATCH = 16  # images per graph call when the graph takes any batch size
 
 
