@@ -6,6 +6,7 @@ Every request has a timeout and every loop a fixed count, so a hung server fails
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import io
 import json
@@ -56,24 +57,32 @@ def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, dict[str,
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-@pytest.fixture
-def server(make_export) -> Iterator[int]:
-    """A server for the brightness export (batch 1, as most exports) on a free loopback port; yields the port."""
+@contextlib.contextmanager
+def _serving(detector: Detector, **options) -> Iterator[int]:
+    """`detector` served on a free loopback port in a thread; yields the port, stops the server after."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    instance = make_server(Detector.load(make_export(batch=1)), "127.0.0.1", port, max_upload_bytes=LIMIT,
-                           log_level="warning")
+    instance = make_server(detector, "127.0.0.1", port, log_level="warning", **options)
     thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + TIMEOUT
-    while not instance.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    yield port
-    instance.should_exit = True
-    thread.join(TIMEOUT)
-    sock.close()
+    try:
+        while not instance.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+            time.sleep(0.02)
+        yield port
+    finally:
+        instance.should_exit = True
+        thread.join(TIMEOUT)
+        sock.close()
+
+
+@pytest.fixture
+def server(make_export) -> Iterator[int]:
+    """A server for the brightness export (batch 1, as most exports) with a 50 kB upload limit."""
+    with _serving(Detector.load(make_export(batch=1)), max_upload_bytes=LIMIT) as port:
+        yield port
 
 
 def test_health_and_model(server) -> None:
@@ -180,3 +189,33 @@ def test_serve_on_a_bad_folder_is_one_line(tmp_path) -> None:
     script = Path(sys.executable).with_name("ad-runtime")
     done = subprocess.run([str(script), "serve", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+class _CountingDetector(Detector):
+    """Records how many images are being scored at the same moment."""
+
+    def __init__(self, detector: Detector) -> None:
+        super().__init__(detector.info, detector.backend)
+        self.lock = threading.Lock()
+        self.active = self.most = 0
+
+    def predict_images(self, pictures, paths=None):
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(0.2)  # long enough for the other requests to arrive meanwhile
+            return super().predict_images(pictures, paths)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def test_at_most_max_parallel_images_are_scored_at_once(make_export) -> None:
+    detector = _CountingDetector(Detector.load(make_export()))
+    body = _png(np.full((16, 16, 3), 100, dtype=np.uint8))
+    with _serving(detector, max_parallel=2) as port, ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: _request(port, "POST", "/predict", body, {"Content-Type": "image/png"}),
+                                range(6), timeout=120))
+    assert [status for status, _ in answers] == [200] * 6
+    assert 1 <= detector.most <= 2

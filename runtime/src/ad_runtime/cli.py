@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--max-upload-mb", type=float, default=20.0,
                        help="largest upload accepted, in MB (default 20): larger ones get 413")
+    serve.add_argument("--max-parallel", type=_positive, default=4,
+                       help="images decoded and scored at once (default 4); further requests wait their turn")
     _engine_options(serve)
     serve.set_defaults(handler=_serve)
     return parser
@@ -116,7 +118,8 @@ def _serve(args: argparse.Namespace) -> int:
     from ad_runtime.server import run_server
 
     detector = Detector.load(args.export_dir, backend=args.backend, threads=args.threads)
-    run_server(detector, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1_000_000))
+    run_server(detector, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
+               max_parallel=args.max_parallel)
     return 0
 
 

@@ -4,9 +4,10 @@ Routes: `POST /predict` (an image as the raw body with an `image/*` or `applicat
 field `image` of a `multipart/form-data` form; `?map=1` adds the map picture as base64 PNG), `GET /health`,
 `GET /model`. Bad requests get 4xx with a JSON `{"error": ...}`: 413 over the upload limit (checked on the
 declared length and again while reading), 415 for another content type, 400 for an empty, undecodable or
-malformed upload. Decoding and the graph run in Starlette's thread pool so the event loop keeps answering;
-the one detector is shared by all requests, which is safe because `Detector.predict_images` keeps no state
-between calls and onnxruntime's `InferenceSession.run` is thread-safe (see `ad_runtime.backends`).
+malformed upload. Decoding and the graph run in worker threads, at most `max_parallel` images at once (the others
+wait), so the event loop keeps answering and memory stays bounded; the one detector is shared by all requests,
+which is safe because `Detector.predict_images` keeps no state between calls and onnxruntime's
+`InferenceSession.run` is thread-safe (see `ad_runtime.backends`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import socket
 from typing import Any
 
 try:
+    import anyio
     import uvicorn
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -32,6 +33,7 @@ from ad_runtime.images import ImageReadError, ImageTooLargeError, read_image
 from ad_runtime.overlay import overlay_png
 
 DEFAULT_MAX_UPLOAD = 20_000_000  # bytes
+DEFAULT_MAX_PARALLEL = 4  # images decoded and scored at once; each graph call already uses every core
 RAW_TYPES = ("application/octet-stream",)  # besides image/*
 FORM_FIELD = "image"
 
@@ -45,10 +47,13 @@ class UploadError(Exception):
         self.message = message
 
 
-def create_app(detector: Detector, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> Starlette:
+def create_app(detector: Detector, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+               max_parallel: int = DEFAULT_MAX_PARALLEL) -> Starlette:
     """The ASGI application serving `detector`; uploads above `max_upload_bytes` are refused with 413."""
-    if max_upload_bytes < 1:
-        raise ValueError(f"max_upload_bytes must be at least 1, got {max_upload_bytes}")
+    if max_upload_bytes < 1 or max_parallel < 1:
+        raise ValueError(f"max_upload_bytes and max_parallel must be at least 1, got {max_upload_bytes} and "
+                         f"{max_parallel}")
+    workers = anyio.CapacityLimiter(max_parallel)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "model": detector.info.model})
@@ -61,7 +66,7 @@ def create_app(detector: Detector, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -
         if want_map and not detector.info.has_normalized_map:
             raise UploadError(400, f"this export of {detector.info.model!r} has no 0-1 anomaly map: drop ?map=1")
         data, name = await _upload(request, max_upload_bytes)
-        return JSONResponse(await run_in_threadpool(_score, detector, data, name, want_map))
+        return JSONResponse(await anyio.to_thread.run_sync(_score, detector, data, name, want_map, limiter=workers))
 
     async def refused(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, UploadError)
@@ -139,15 +144,16 @@ def _score(detector: Detector, data: bytes, name: str | None, want_map: bool) ->
 
 
 def make_server(detector: Detector, host: str = "127.0.0.1", port: int = 8000,
-                max_upload_bytes: int = DEFAULT_MAX_UPLOAD, log_level: str = "info") -> uvicorn.Server:
+                max_upload_bytes: int = DEFAULT_MAX_UPLOAD, max_parallel: int = DEFAULT_MAX_PARALLEL,
+                log_level: str = "info") -> uvicorn.Server:
     """A uvicorn server for `detector`, not yet started (tests run it in a thread on a socket of their own)."""
-    config = uvicorn.Config(create_app(detector, max_upload_bytes), host=host, port=port, log_level=log_level,
-                            access_log=False)
+    config = uvicorn.Config(create_app(detector, max_upload_bytes, max_parallel), host=host, port=port,
+                            log_level=log_level, access_log=False)
     return uvicorn.Server(config)
 
 
 def run_server(detector: Detector, host: str = "127.0.0.1", port: int = 8000,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> None:
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD, max_parallel: int = DEFAULT_MAX_PARALLEL) -> None:
     """Serve until interrupted (Ctrl-C); a port already in use is a clear error."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         try:
@@ -156,4 +162,4 @@ def run_server(detector: Detector, host: str = "127.0.0.1", port: int = 8000,
         except OSError as exc:
             raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port or "
                           "--host") from exc
-    make_server(detector, host, port, max_upload_bytes).run()
+    make_server(detector, host, port, max_upload_bytes, max_parallel).run()
