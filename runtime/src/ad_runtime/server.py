@@ -21,7 +21,7 @@ try:
     import uvicorn
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 except ImportError as exc:  # the serving libraries are an extra
@@ -93,11 +93,14 @@ async def _upload(request: Request, limit: int) -> tuple[bytes, str | None]:
         raise UploadError(413, f"upload of {int(declared)} bytes is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise UploadError(413, f"upload is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise UploadError(413, f"upload is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:  # nobody is left to answer; a 400 keeps it out of the error log
+        raise UploadError(400, "the client disconnected during the upload") from exc
     body = b"".join(chunks)
     if kind != "multipart/form-data":
         if not body:
