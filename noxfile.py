@@ -1,7 +1,9 @@
-"""Sessions: `nox -s tests` (core + every plugin), `core`, `plugin`, `demo`, `lint`.
+"""Sessions: `nox -s tests` (core + every plugin + the runtime), `core`, `plugin`, `runtime`, `demo`, `lint`.
 
-All sessions share ONE environment, `.venv` at the repository root: torch costs ~5.7 GB and ~90 s
-to install, so it is installed once, with the core and every plugin editable in it.
+All torch sessions share ONE environment, `.venv` at the repository root: torch costs ~5.7 GB and ~90 s
+to install, so it is installed once, with the core, every plugin and the runtime editable in it. The runtime's
+own tests run in a second, small environment without torch, `.venv-runtime` (onnxruntime, numpy, Pillow and the
+serving libraries: ~100 MB), which proves the runtime needs no torch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PLUGINS = sorted(p.name for p in (ROOT / "plugins").glob("ad-*") if (p / "pyproject.toml").exists())
 TEST_ENV = {"MPLBACKEND": "Agg", "ADCORE_PROGRESS": "0"}
+RUNTIME_VENV = ROOT / ".venv-runtime"
+RUNTIME_BIN = RUNTIME_VENV / ("Scripts" if os.name == "nt" else "bin")
+RUNTIME = "runtime[serve,test]"  # the torch-free runtime, with its server and test extras
 
 
 def _env(session: nox.Session, *extra: str) -> None:
@@ -37,8 +42,19 @@ def _env(session: nox.Session, *extra: str) -> None:
         session.log(f"updating the editable installs in {VENV}")
     editable = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}[test]")]  # with its test extras
     quiet = [] if first else ["-q"]
-    session.run(str(BIN / "python"), "-m", "pip", "install", *quiet, "-e", ".[test]", *editable, *extra,
-                external=True)
+    session.run(str(BIN / "python"), "-m", "pip", "install", *quiet, "-e", ".[test]", *editable, "-e", RUNTIME,
+                *extra, external=True)
+
+
+def _runtime_tests(session: nox.Session) -> None:
+    """Create `.venv-runtime` if needed (no torch in it), install the runtime editable, run its tests there."""
+    if not (RUNTIME_BIN / "python").exists():
+        session.log(f"creating {RUNTIME_VENV}: the runtime's torch-free environment (onnxruntime, numpy, Pillow)")
+        session.run(sys.executable, "-m", "venv", str(RUNTIME_VENV), external=True)
+        session.run(str(RUNTIME_BIN / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip", external=True)
+    session.run(str(RUNTIME_BIN / "python"), "-m", "pip", "install", "-q", "-e", RUNTIME, external=True)
+    session.run(str(RUNTIME_BIN / "python"), "-m", "pytest", "runtime/tests", *session.posargs,
+                env={"AD_RUNTIME_REQUIRE_NO_TORCH": "1"}, external=True)
 
 
 def _pytest(session: nox.Session, *paths: str) -> None:
@@ -47,9 +63,16 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """Core and all plugin tests, in one run."""
+    """Core and all plugin tests, in one run; then the runtime's tests in its torch-free environment."""
     _env(session)
     _pytest(session, "tests", *[f"plugins/{p}/tests" for p in PLUGINS])
+    _runtime_tests(session)
+
+
+@nox.session(python=False)
+def runtime(session: nox.Session) -> None:
+    """The runtime's tests only, in `.venv-runtime` (without torch)."""
+    _runtime_tests(session)
 
 
 @nox.session(python=False)
@@ -77,4 +100,5 @@ def demo(session: nox.Session) -> None:
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
     _env(session, "ruff")
-    session.run(str(BIN / "ruff"), "check", "ad_core", "tests", "plugins", "examples", "benchmarks", external=True)
+    session.run(str(BIN / "ruff"), "check", "ad_core", "tests", "plugins", "runtime", "examples", "benchmarks",
+                external=True)
