@@ -63,10 +63,11 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """Core and all plugin tests, in one run; then the runtime's tests in its torch-free environment."""
+    """The runtime's tests in its torch-free environment, then the core and all plugin tests in one run (last, so
+    the run's closing line is theirs)."""
+    _runtime_tests(session)
     _env(session)
     _pytest(session, "tests", *[f"plugins/{p}/tests" for p in PLUGINS])
-    _runtime_tests(session)
 
 
 @nox.session(python=False)
