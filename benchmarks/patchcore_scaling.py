@@ -12,7 +12,7 @@ and the covering radius: the largest distance of a training patch to its nearest
 projection the greedy works in (over every training patch when that costs at most `--radius-budget` multiply-adds,
 else over a fixed random sample of them, marked `sampled`). Modes: "seeded" is the default streaming (groups of
 `max_pending_patches`, each group's greedy continuing from the bank so far), "grouped" the same with each group
-reduced on its own (`seed_groups=False`), "exact" a single group (the one-shot greedy coreset, quadratic). The
+reduced on its own (`seed_groups=0`), "exact" a single group (the one-shot greedy coreset, quadratic). The
 fit-time exponent is the least-squares slope of log(time) on log(images). Training images are the normal training images of an
 MVTec-layout folder (`--data`, resized to a square, horizontal flips appended past its count) or, without it,
 the synthetic demo generator. The AUROC comparison trains `patchcore-r18` through the runner (default settings
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 ONE_GROUP = 1 << 40
-MODES = {"seeded": {"seed_groups": True}, "grouped": {"seed_groups": False},
+MODES = {"seeded": {}, "grouped": {"seed_groups": 0},
          "exact": {"max_pending_patches": ONE_GROUP}}
 RESULTS = Path(__file__).resolve().parent / "results"
 

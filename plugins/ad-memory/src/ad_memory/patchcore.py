@@ -15,8 +15,8 @@ Performance choices (results are those of the plain algorithm up to floating-poi
   matrix product) rules out most bank items, and only the rest are measured
   (`ad_core.components.knn`; the coreset is `ad_core.components.coreset`);
 - training patches are streamed in groups of `max_pending_patches`: each full group is reduced to its
-  `coreset_ratio` share by a greedy coreset that continues from the bank kept so far, and joins the bank,
-  so the sequential greedy work is linear in the training set and pending memory bounded (see
+  `coreset_ratio` share by a greedy coreset that continues from the items the last `seed_groups` groups
+  kept, and joins the bank, so fit time is linear in the training set and pending memory bounded (see
   `PatchCore.update`); up to one group it is the one-shot coreset.
 """
 
@@ -81,7 +81,7 @@ class PatchCore(MemoryBankModel):
         target_embed_dim: int = 1024,
         projection_dim: int = 128,
         max_pending_patches: int = 1 << 14,
-        seed_groups: bool = True,
+        seed_groups: int = 8,
         sigma: float = 4.0,
         seed: int = 0,
     ) -> None:
@@ -96,7 +96,9 @@ class PatchCore(MemoryBankModel):
         self.num_neighbors = int(num_neighbors)
         self.projection_dim = int(projection_dim)
         self.max_pending_patches = int(max_pending_patches)
-        self.seed_groups = bool(seed_groups)
+        if seed_groups < 0:
+            raise ValueError(f"seed_groups must be >= 0, got {seed_groups}")
+        self.seed_groups = int(seed_groups)
         self.sigma = float(sigma)
         self.seed = int(seed)
         self.embedder = PatchEmbedder(self.backbone.channels, patch_size, pretrain_embed_dim, target_embed_dim)
@@ -140,13 +142,12 @@ class PatchCore(MemoryBankModel):
 
         Streaming: once the open group holds `max_pending_patches` patches it is closed: a greedy
         coreset pass keeps its share of the bank (coreset_ratio of the patches seen so far, less what
-        earlier groups kept) and the rest is dropped. With `seed_groups` the pass starts from each
-        patch's distance to the bank kept so far (one blocked matrix product), so a group adds the
-        items that fill the bank's gaps rather than repeating what earlier groups kept; without it each
-        group is reduced on its own. The sequential greedy costs O(group x its share) per group, linear
-        in the training set; the seeding product is O(group x bank), a matrix product whose total grows
-        with the square of the training set but at a small fraction of the one-shot greedy's cost.
-        With at most one group (16 images of 256 px by default) it is exactly the one-shot coreset.
+        earlier groups kept) and the rest is dropped. The pass starts from each patch's distance to the
+        items kept by the last `seed_groups` groups (one blocked matrix product), so a group adds the
+        items that fill the bank's gaps rather than repeating what those groups kept; with 0 each group
+        is reduced on its own. Per group the greedy costs O(group x its share) and the seeding
+        O(group x seed_groups x share), so fit time is linear in the training set. With at most one
+        group (16 images of 256 px by default) it is exactly the one-shot coreset.
         """
         images = batch.image if hasattr(batch, "image") else batch
         if self.is_fitted:  # a new fit starts from scratch
@@ -169,7 +170,8 @@ class PatchCore(MemoryBankModel):
             covered = squared_distance_to(projected, torch.cat(self._bank_projected))
         chosen = greedy_coreset(projected, keep, covered)
         self._bank_parts.append(gather_rows(self._pool, chosen))
-        self._bank_projected.append(projected[chosen])
+        if self.seed_groups:  # only the last `seed_groups` groups' items seed the next pass
+            self._bank_projected = [*self._bank_projected, projected[chosen]][-self.seed_groups :]
         self._kept += len(chosen)
         self._pool, self._pool_projected = [], []
 
