@@ -186,10 +186,9 @@ class PatchCore(MemoryBankModel):
         if self._pool:
             self._close_group()
         parts = world.gather_rows(torch.cat(self._bank_parts))
-        projected = world.gather_rows(torch.cat(self._bank_projected))
-        seen = world.sum_int(self._seen, projected[0].device)
-        if world.is_main:
-            self._bank_parts, self._bank_projected = parts, projected
+        seen = world.sum_int(self._seen, parts[0].device)
+        if world.is_main:  # no group is closed after this, so the seeding window is not needed any more
+            self._bank_parts, self._bank_projected = parts, []
             self._seen, self._kept = seen, sum(len(p) for p in parts)
 
     @torch.no_grad()
