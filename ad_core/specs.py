@@ -93,6 +93,9 @@ class ModelSpec:
     # is the base entry updated by its own entry (small backbone, few steps, small image; see `ad_core.testing`).
     test_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     min_image_size: int = 1  # the smallest input side (px) its backbone or flow accepts; checked before training
+    # Whether `adcore export` can write the model as one ONNX graph; a model that cannot says why in `export_note`.
+    exportable: bool = True
+    export_note: str = ""
 
     def validate(self) -> None:
         """Raise `SpecError` naming what is wrong, so a broken plugin is reported, not half-loaded."""
@@ -107,6 +110,9 @@ class ModelSpec:
             raise SpecError(f"{self.name}: paradigm is empty")
         if not isinstance(self.min_image_size, int) or self.min_image_size < 1:
             raise SpecError(f"{self.name}: min_image_size must be a positive int, got {self.min_image_size!r}")
+        if not isinstance(self.exportable, bool) or (not self.exportable and not str(self.export_note).strip()):
+            raise SpecError(f"{self.name}: exportable must be a bool, and a model that cannot be exported must say "
+                            "why in export_note")
         if not isinstance(self.defaults, dict) or not all(isinstance(v, dict) for v in self.variants.values()):
             raise SpecError(f"{self.name}: defaults and each variant must be dicts")
         unknown = set(self.test_overrides) - {self.name, *self.variants}

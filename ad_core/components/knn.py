@@ -19,6 +19,8 @@ PRUNE_ROWS = 512
 PRUNE_TOLERANCE = 1e-4
 PRUNE_MIN_BANK = 1024
 PRUNE_MAX_CANDIDATES = 16
+# Bank rows per distance block in an exported graph (see `graph_neighbours`).
+GRAPH_BANK_ROWS = 4096
 
 
 def knn_search(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,6 +59,26 @@ def brute_force_neighbours(queries: torch.Tensor, bank: torch.Tensor) -> tuple[t
         distances.append(torch.linalg.vector_norm(q - bank[index], dim=1))
         indices.append(index)
     return torch.cat(distances), torch.cat(indices)
+
+
+def graph_neighbours(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact nearest bank item of each query as a fixed graph of matrix products over blocks of the bank.
+
+    The form an exported graph holds (the bank a constant): the number of blocks depends on the bank alone, so
+    the graph takes any number of queries, and memory stays at queries x `GRAPH_BANK_ROWS` distances. Ties go
+    to the lower index, as in `brute_force_neighbours`.
+    """
+    best = index = None
+    for start in range(0, bank.shape[0], GRAPH_BANK_ROWS):
+        block = bank[start : start + GRAPH_BANK_ROWS]
+        d2 = torch.addmm((block * block).sum(1), queries, block.T, alpha=-2)
+        value, where = d2.min(1)
+        if best is None:
+            best, index = value, where
+        else:
+            nearer = value < best
+            best, index = torch.where(nearer, value, best), torch.where(nearer, where + start, index)
+    return torch.linalg.vector_norm(queries - bank[index], dim=1), index
 
 
 def build_search_index(bank: torch.Tensor, dim: int = SEARCH_DIM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -123,8 +145,11 @@ def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor,
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact Euclidean nearest bank item of each query: (distance [N], index [N]).
 
-    With a search index (see `build_search_index`) the search is pruned by a lower bound, else brute force.
+    With a search index (see `build_search_index`) the search is pruned by a lower bound, else brute force;
+    while exporting a graph, the search is `graph_neighbours` (no data-dependent shapes).
     """
+    if torch.onnx.is_in_onnx_export():
+        return graph_neighbours(queries, bank)
     if index is not None and index[1].shape[1] > 0:
         return pruned_neighbours(queries, bank, *index)
     return brute_force_neighbours(queries, bank)
