@@ -18,7 +18,7 @@ from ad_core.exporting.errors import ExportError, NotExportableError
 from ad_core.exporting.graph import OPSET, detector_graph, write_onnx
 from ad_core.exporting.metadata import FORMAT, META_NAME, ONNX_NAME, OPENVINO_NAME, export_metadata
 from ad_core.exporting.parity import FP16_TOLERANCE, FP32_TOLERANCE, check_parity
-from ad_core.exporting.runners import onnxruntime_runner, require_openvino, write_openvino
+from ad_core.exporting.runners import onnxruntime_runner, require_onnx, require_openvino, write_openvino
 from ad_core.io import current_umask, write_json
 
 FORMATS = ("onnx", "openvino")
@@ -99,6 +99,7 @@ def export_detector(detector: Detector, output: str | Path, *, images: torch.Ten
     """Export a calibrated detector with `meta` (a loaded checkpoint's) to `output`, checked on `images`."""
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; valid ones: {', '.join(FORMATS)}")
+    require_onnx()
     if format == "openvino":
         require_openvino()
     size = check_batch(batch)
@@ -140,6 +141,7 @@ def export(run_dir: str | Path, output: str | Path | None = None, *, format: str
     """
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; valid ones: {', '.join(FORMATS)}")
+    require_onnx()
     if format == "openvino":
         require_openvino()
     check_batch(batch)

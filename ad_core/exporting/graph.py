@@ -15,12 +15,15 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import onnx
+from typing import TYPE_CHECKING
+
 import torch
-from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from ad_core.detector import Detector
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 18  # ONNX Resize gained `antialias` (an ensemble resizes images for its members) in opset 18
 INPUT_NAME = "image"
@@ -69,6 +72,8 @@ def write_onnx(graph: DetectorGraph, sample: torch.Tensor, path: Path, dynamic_b
                           opset_version=OPSET, dynamo=False, do_constant_folding=True,
                           dynamic_axes=axes if dynamic_batch else None)
     if fp16:
+        import onnx
+
         model = onnx.load(str(path))
         halve_constants(model)
         onnx.save(model, str(path))
@@ -78,6 +83,8 @@ def halve_constants(model: onnx.ModelProto) -> int:
     """Store float32 initializers of at least `FP16_MIN_ELEMENTS` as float16, each read back through a Cast to
     float32: half the file and the memory of the weights (and of a memory bank), arithmetic unchanged in float32,
     which every onnxruntime CPU kernel supports. Returns how many constants were halved."""
+    from onnx import TensorProto, helper, numpy_helper
+
     graph = model.graph
     casts, kept = [], []
     for tensor in graph.initializer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,13 @@ import numpy as np
 from ad_core.exporting.errors import ExportError
 from ad_core.exporting.graph import INPUT_NAME
 from ad_core.exporting.parity import GraphRunner
+
+
+def require_onnx() -> None:
+    """Refuse an export before any work when the packages it needs are missing."""
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ExportError(f"exporting needs {' and '.join(missing)}: pip install 'ad-core[export]'")
 
 
 def onnxruntime_runner(path: Path) -> GraphRunner:
