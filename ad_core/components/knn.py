@@ -32,6 +32,8 @@ def knn_search(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch
     """
     if not 1 <= k <= bank.shape[0]:
         raise ValueError(f"k must be in [1, {bank.shape[0]}] (the bank size), got {k}")
+    if torch.onnx.is_in_onnx_export():
+        return graph_knn(queries, bank, k)
     bank_sq = (bank * bank).sum(1)
     rows = max(1, NN_BLOCK_ELEMENTS // max(1, bank.shape[0], k * bank.shape[1]))
     distances, indices = [], []
@@ -79,6 +81,23 @@ def graph_neighbours(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.T
             nearer = value < best
             best, index = torch.where(nearer, value, best), torch.where(nearer, where + start, index)
     return torch.linalg.vector_norm(queries - bank[index], dim=1), index
+
+
+def graph_knn(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`knn_search` as a fixed graph (see `graph_neighbours`): each bank block's `k` best candidates, the `k` best
+    of those, then their distances measured directly and ordered (ties in any order: ONNX has no stable sort)."""
+    values, indices = [], []
+    for start in range(0, bank.shape[0], GRAPH_BANK_ROWS):
+        block = bank[start : start + GRAPH_BANK_ROWS]
+        d2 = torch.addmm((block * block).sum(1), queries, block.T, alpha=-2)
+        value, where = d2.topk(min(k, block.shape[0]), dim=1, largest=False)
+        values.append(value)
+        indices.append(where + start)
+    _, best = torch.cat(values, 1).topk(k, dim=1, largest=False)
+    index = torch.cat(indices, 1).gather(1, best)
+    dist = torch.linalg.vector_norm(queries[:, None, :] - bank[index], dim=2)
+    dist, order = dist.topk(k, dim=1, largest=False)
+    return dist, index.gather(1, order)
 
 
 def build_search_index(bank: torch.Tensor, dim: int = SEARCH_DIM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -96,7 +96,9 @@ def _prepare_output(output: Path) -> Path:
 
 def export_detector(detector: Detector, output: str | Path, *, images: torch.Tensor, source: str,
                     format: str = "onnx", fp16: bool = False, batch: int | str = 1) -> ExportResult:
-    """Export a calibrated detector with `meta` (a loaded checkpoint's) to `output`, checked on `images`."""
+    """Export a calibrated detector to `output`, parity checked on `images` (from `source`, as the metadata says).
+
+    `detector.meta` is its checkpoint's metadata (`load_model` sets it): the model's name, settings, image size."""
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; valid ones: {', '.join(FORMATS)}")
     require_onnx()
@@ -110,15 +112,18 @@ def export_detector(detector: Detector, output: str | Path, *, images: torch.Ten
     staging = _prepare_output(output)
     try:
         detector = detector.cpu().eval()
-        sample = images[:1] if size is None else images[:size].repeat((size + len(images) - 1) // len(images), 1, 1, 1)[:size]
-        graph = detector_graph(detector, sample)
+        sample = images[:1] if size is None else images[torch.arange(size) % len(images)]
+        with torch.inference_mode():
+            reference = detector.detect(images)
+        graph = detector_graph(detector, reference)
         write_onnx(graph, sample, staging / ONNX_NAME, dynamic_batch=size is None, fp16=fp16)
         tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
-        parity = {**check_parity(detector, onnxruntime_runner(staging / ONNX_NAME), images, size, tolerance),
+        parity = {**check_parity(detector, reference, onnxruntime_runner(staging / ONNX_NAME), images, size,
+                                 tolerance),
                   "source": source}
         if format == "openvino":
             runner = write_openvino(staging / ONNX_NAME, staging / OPENVINO_NAME, fp16)
-            parity["openvino"] = check_parity(detector, runner, images, size, tolerance)
+            parity["openvino"] = check_parity(detector, reference, runner, images, size, tolerance)
         meta = export_metadata(detector, graph.output_names, "dynamic" if size is None else size,
                                "fp16" if fp16 else "fp32", OPSET, parity, openvino=format == "openvino")
         write_json(staging / META_NAME, meta)

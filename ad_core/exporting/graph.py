@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ad_core.detector import Detector
+from ad_core.detector import Detection, Detector
 
 if TYPE_CHECKING:
     import onnx
@@ -57,9 +57,8 @@ class DetectorGraph(nn.Module):
         return tuple(outputs)
 
 
-def detector_graph(detector: Detector, sample: torch.Tensor) -> DetectorGraph:
-    """The graph module of a calibrated detector, its outputs decided by what it returns for `sample`."""
-    found = detector.detect(sample)
+def detector_graph(detector: Detector, found: Detection) -> DetectorGraph:
+    """The graph module of a calibrated detector, its outputs those the detector returned in `found`."""
     return DetectorGraph(detector.eval(), found.anomaly_map is not None, found.normalized_map is not None)
 
 
