@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ad_core.detector import Detection, Detector
+from ad_core.exporting.errors import ExportError
 
 if TYPE_CHECKING:
     import onnx
@@ -62,8 +63,27 @@ def detector_graph(detector: Detector, found: Detection) -> DetectorGraph:
     return DetectorGraph(detector.eval(), found.anomaly_map is not None, found.normalized_map is not None)
 
 
+def _antialiased_resize(g, image, output_size, align_corners, *scales):  # noqa: ANN001, ANN202 (symbolic)
+    """ONNX for `F.interpolate(..., mode="bilinear", antialias=True)` (an ensemble shrinking images for a
+    member), which torch's exporter lacks: opset 18's Resize with `antialias`, half-pixel centres and the
+    filter renormalised over the pixels inside the image (`exclude_outside`), as torch computes it."""
+    from torch.onnx import symbolic_helper
+
+    if symbolic_helper._maybe_get_const(align_corners, "b"):
+        raise ExportError("antialiased resizing with align_corners=True has no ONNX form")
+    batch_channels = g.op("Slice", g.op("Shape", image), g.op("Constant", value_t=torch.tensor([0])),
+                          g.op("Constant", value_t=torch.tensor([2])))
+    size = g.op("Cast", output_size, to_i=7) if symbolic_helper._is_value(output_size) else \
+        g.op("Constant", value_t=torch.tensor(symbolic_helper._get_const(output_size, "is", "size"), dtype=torch.long))
+    sizes = g.op("Concat", batch_channels, size, axis_i=0)
+    empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+    return g.op("Resize", image, empty, empty, sizes, antialias_i=1, mode_s="linear",
+                coordinate_transformation_mode_s="half_pixel", exclude_outside_i=1)
+
+
 def write_onnx(graph: DetectorGraph, sample: torch.Tensor, path: Path, dynamic_batch: bool, fp16: bool) -> None:
     """Trace `graph` on `sample` into `path`; `fp16` stores the large constants in half precision."""
+    torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", _antialiased_resize, OPSET)
     axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in graph.output_names}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about the fixed paths described above
