@@ -182,8 +182,8 @@ def main() -> None:
                                                             str(image_dir), str(args.threads), "onnxruntime")
         record["models"][name] = entry
         print(name, json.dumps(entry), flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(record, indent=2) + "\n")  # after each model: a long run keeps what it has
     print(f"written to {RESULTS}")
 
 
