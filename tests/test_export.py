@@ -179,3 +179,16 @@ def test_openvino_export_checks_its_own_parity(runs, tmp_path) -> None:
     assert (result.directory / "model.xml").is_file() and (result.directory / "model.bin").is_file()
     assert result.metadata["files"]["openvino"] == "model.xml"
     assert result.parity["openvino"]["images"] == 8 and result.parity["openvino"]["label_mismatches"] == 0
+
+
+def test_a_graph_that_cannot_run_is_an_export_error(runs, tmp_path, monkeypatch) -> None:
+    def broken(path):
+        def run(images):
+            raise RuntimeError("Split size 64 exceeds the remaining size of the selected axis, 3")
+
+        return run
+
+    monkeypatch.setattr("ad_core.exporting.exporter.onnxruntime_runner", broken)
+    with pytest.raises(ExportError, match="fails on 8 image.*Split size 64"):
+        export(runs / "padim", tmp_path / "export", batch="dynamic")
+    assert not (tmp_path / "export").exists()

@@ -110,5 +110,11 @@ def check_parity(detector: Detector, reference: Detection, run: GraphRunner, ima
                  batch: int | None, tolerance: Tolerance) -> dict[str, Any]:
     """Score `images` with the graph (through `run`) and compare with the torch detector's `reference` outputs
     on them (see `measure`)."""
-    outputs = run_in_batches(run, images.cpu().numpy().astype(np.float32), batch)
+    try:
+        outputs = run_in_batches(run, images.cpu().numpy().astype(np.float32), batch)
+    except Exception as exc:  # the runtime's own error types: onnxruntime's and OpenVINO's
+        shape = "dynamic" if batch is None else batch
+        raise ExportError(f"the exported graph (batch {shape}) fails on {len(images)} image(s): "
+                          f"{str(exc).splitlines()[0][:300]}. A model whose graph fixes its batch size exports with "
+                          "a fixed --batch N only. Nothing was written.") from exc
     return {**measure(detector, reference, outputs, tolerance), "tolerance": tolerance.as_json()}
