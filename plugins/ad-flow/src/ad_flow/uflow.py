@@ -45,7 +45,7 @@ class CnnScales(nn.Module):
         self.channels = self.backbone.channels
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return [F.layer_norm(f, tuple(int(s) for s in f.shape[1:])) for f in self.backbone(images)]
+        return [F.layer_norm(f, f.shape[1:]) for f in self.backbone(images)]
 
 
 class MultiScaleCait(nn.Module):
