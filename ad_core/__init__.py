@@ -19,6 +19,8 @@ _EXPORTS = {
     "build_ensemble": "ad_core.ensemble",
     "build_ensembles": "ad_core.ensemble",
     "build_model": "ad_core.building",
+    "export": "ad_core.exporting",
+    "ExportResult": "ad_core.exporting",
     "settings": "ad_core.settings",
     "set_globals": "ad_core.settings",
     "ModelSpec": "ad_core.specs",

@@ -41,6 +41,8 @@ _EXPORTS = {
     "WEIGHTS_NAME": "ad_core.checkpoint",
     "META_NAME": "ad_core.checkpoint",
     "check_images": "ad_core.model",
+    "export": "ad_core.exporting",
+    "ExportError": "ad_core.exporting",
     "resize_map": "ad_core.components.maps",
     "Batch": "ad_core.types",
     "Prediction": "ad_core.types",

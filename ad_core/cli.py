@@ -295,6 +295,32 @@ def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: boo
         sys.exit(1)
 
 
+@main.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "openvino"]), default="onnx", show_default=True,
+              help="openvino adds the OpenVINO IR converted from the ONNX graph (needs the openvino package).")
+@click.option("--output", type=click.Path(path_type=Path), help="Export folder (default: RUN_DIR/export-<format>).")
+@click.option("--fp16", is_flag=True, help="Store the graph's large constants in half precision (half the size).")
+@click.option("--batch", default="1", show_default=True, help="The graph's batch size N, or 'dynamic'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the export's model.json.")
+def export_cmd(run_dir: Path, fmt: str, output: Path | None, fp16: bool, batch: str, as_json: bool) -> None:
+    """Export a trained RUN_DIR (or ensemble folder) to ONNX, parity with torch checked on its test images."""
+    try:
+        from ad_core.exporting import export
+
+        result = export(run_dir, output, format=fmt, fp16=fp16, batch=batch)
+    except Exception as exc:
+        _fail(exc)
+    if as_json:
+        _echo_json(result.metadata)
+        return
+    parity = result.parity
+    click.echo(f"exported to {result.directory} in {result.seconds:.1f} s")
+    map_diff = "-" if parity["max_map_diff"] is None else f"{parity['max_map_diff']:.3g}"
+    click.echo(f"parity on {parity['images']} {parity['source']}: max score diff {parity['max_score_diff']:.3g}, "
+               f"max map diff {map_diff}, label mismatches {parity['label_mismatches']}")
+
+
 @main.command("ensemble")
 @click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Benchmark directory: <dir>/<dataset>/<category>/<model>/ folders of trained models.")

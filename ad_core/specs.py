@@ -101,6 +101,9 @@ class ModelSpec:
     # cannot says why in `unified_reason`, which the user reads in the error.
     unified: bool = True
     unified_reason: str = ""
+    # Whether `adcore export` can write the model as one ONNX graph; a model that cannot says why in `export_note`.
+    exportable: bool = True
+    export_note: str = ""
 
     def validate(self) -> None:
         """Raise `SpecError` naming what is wrong, so a broken plugin is reported, not half-loaded."""
@@ -118,6 +121,9 @@ class ModelSpec:
         if not isinstance(self.unified, bool) or (not self.unified and not str(self.unified_reason).strip()):
             raise SpecError(f"{self.name}: unified must be a bool, and a model that refuses unified training "
                             "(unified=False) must say why in unified_reason")
+        if not isinstance(self.exportable, bool) or (not self.exportable and not str(self.export_note).strip()):
+            raise SpecError(f"{self.name}: exportable must be a bool, and a model that cannot be exported must say "
+                            "why in export_note")
         if not isinstance(self.defaults, dict) or not all(isinstance(v, dict) for v in self.variants.values()):
             raise SpecError(f"{self.name}: defaults and each variant must be dicts")
         unknown = set(self.test_overrides) - {self.name, *self.variants}

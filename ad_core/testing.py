@@ -400,3 +400,38 @@ class ModelConformance:
 
     def test_no_network_access(self, fitted: Detector, network_attempts: list[str]) -> None:
         assert network_attempts == []
+
+    # -- deployment --------------------------------------------------------------------------------
+    def test_export_parity(self, case: ConformanceCase, fitted: Detector, test_data, tmp_path) -> None:
+        """The model exports to one ONNX graph (batch 2) that agrees with torch within the export's tolerance
+        on four images (two runs of the graph), or its spec says why it cannot be exported.
+
+        A variant that only changes the network's size exports the same graph as its base: checked there."""
+        self._expensive(case)
+        if not case.spec.exportable:
+            pytest.skip(f"{case.name} declares it cannot be exported: {case.spec.export_note}")
+        pytest.importorskip("onnxruntime")
+        from ad_core.exporting import export_detector, read_export_metadata
+
+        images, _ = test_data
+        detector = calibrated_copy(fitted, images, {"model": case.name, "base_model": case.spec.name,
+                                                    "hyperparameters": case.overrides, "image_size": case.image_size})
+        result = export_detector(detector, tmp_path / "export", images=images[::4], source="generated", batch=2)
+        meta = read_export_metadata(result.directory)
+        assert meta["parity"]["images"] == len(images[::4]) and meta["outputs"][:3] == ["score", "normalized_score",
+                                                                                          "label"]
+        assert meta["has_map"] == (fitted.predict(images[:1]).anomaly_map is not None)
+
+
+def calibrated_copy(detector: Detector, images: torch.Tensor, meta: dict[str, Any]) -> Detector:
+    """A copy of a fitted detector with thresholds and ranges set from its outputs on `images` (median score and
+    pixel as thresholds) and `meta` as its checkpoint metadata: what an export needs from a trained run."""
+    detector = copy.deepcopy(detector)
+    pred = detector.predict(images)
+    scores = pred.score
+    detector.post.calibrate(float(scores.median()), float(scores.min()), float(scores.max()))
+    if pred.anomaly_map is not None:
+        pixels = pred.anomaly_map
+        detector.post.calibrate_pixels(float(pixels.median()), float(pixels.min()), float(pixels.max()))
+    detector.meta = meta
+    return detector

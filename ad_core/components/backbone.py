@@ -72,6 +72,10 @@ CHUNK_PIXELS = 4 * 256 * 256
 
 
 def image_chunks(images: torch.Tensor, max_pixels: int = CHUNK_PIXELS) -> tuple[torch.Tensor, ...]:
-    """Split a batch into chunks of at most `max_pixels` pixels (at least one image each)."""
+    """Split a batch into chunks of at most `max_pixels` pixels (at least one image each).
+
+    An exported graph takes the whole batch (its batch size may be dynamic; the caller sizes its batches)."""
+    if torch.onnx.is_in_onnx_export():
+        return (images,)
     per_chunk = max(1, max_pixels // (images.shape[-1] * images.shape[-2]))
     return images.split(per_chunk)

@@ -19,6 +19,8 @@ PRUNE_ROWS = 512
 PRUNE_TOLERANCE = 1e-4
 PRUNE_MIN_BANK = 1024
 PRUNE_MAX_CANDIDATES = 16
+# Bank rows per distance block in an exported graph (see `graph_neighbours`).
+GRAPH_BANK_ROWS = 4096
 
 
 def knn_search(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,6 +32,8 @@ def knn_search(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch
     """
     if not 1 <= k <= bank.shape[0]:
         raise ValueError(f"k must be in [1, {bank.shape[0]}] (the bank size), got {k}")
+    if torch.onnx.is_in_onnx_export():
+        return graph_knn(queries, bank, k)
     bank_sq = (bank * bank).sum(1)
     rows = max(1, NN_BLOCK_ELEMENTS // max(1, bank.shape[0], k * bank.shape[1]))
     distances, indices = [], []
@@ -57,6 +61,43 @@ def brute_force_neighbours(queries: torch.Tensor, bank: torch.Tensor) -> tuple[t
         distances.append(torch.linalg.vector_norm(q - bank[index], dim=1))
         indices.append(index)
     return torch.cat(distances), torch.cat(indices)
+
+
+def graph_neighbours(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact nearest bank item of each query as a fixed graph of matrix products over blocks of the bank.
+
+    The form an exported graph holds (the bank a constant): the number of blocks depends on the bank alone, so
+    the graph takes any number of queries, and memory stays at queries x `GRAPH_BANK_ROWS` distances. Ties go
+    to the lower index, as in `brute_force_neighbours`.
+    """
+    best = index = None
+    for start in range(0, bank.shape[0], GRAPH_BANK_ROWS):
+        block = bank[start : start + GRAPH_BANK_ROWS]
+        d2 = torch.addmm((block * block).sum(1), queries, block.T, alpha=-2)
+        value, where = d2.min(1)
+        if best is None:
+            best, index = value, where
+        else:
+            nearer = value < best
+            best, index = torch.where(nearer, value, best), torch.where(nearer, where + start, index)
+    return torch.linalg.vector_norm(queries - bank[index], dim=1), index
+
+
+def graph_knn(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`knn_search` as a fixed graph (see `graph_neighbours`): each bank block's `k` best candidates, the `k` best
+    of those, then their distances measured directly and ordered (ties in any order: ONNX has no stable sort)."""
+    values, indices = [], []
+    for start in range(0, bank.shape[0], GRAPH_BANK_ROWS):
+        block = bank[start : start + GRAPH_BANK_ROWS]
+        d2 = torch.addmm((block * block).sum(1), queries, block.T, alpha=-2)
+        value, where = d2.topk(min(k, block.shape[0]), dim=1, largest=False)
+        values.append(value)
+        indices.append(where + start)
+    _, best = torch.cat(values, 1).topk(k, dim=1, largest=False)
+    index = torch.cat(indices, 1).gather(1, best)
+    dist = torch.linalg.vector_norm(queries[:, None, :] - bank[index], dim=2)
+    dist, order = dist.topk(k, dim=1, largest=False)
+    return dist, index.gather(1, order)
 
 
 def build_search_index(bank: torch.Tensor, dim: int = SEARCH_DIM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -123,8 +164,11 @@ def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor,
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact Euclidean nearest bank item of each query: (distance [N], index [N]).
 
-    With a search index (see `build_search_index`) the search is pruned by a lower bound, else brute force.
+    With a search index (see `build_search_index`) the search is pruned by a lower bound, else brute force;
+    while exporting a graph, the search is `graph_neighbours` (no data-dependent shapes).
     """
+    if torch.onnx.is_in_onnx_export():
+        return graph_neighbours(queries, bank)
     if index is not None and index[1].shape[1] > 0:
         return pruned_neighbours(queries, bank, *index)
     return brute_force_neighbours(queries, bank)

@@ -14,6 +14,21 @@ from torch import nn
 MAX_KNOTS = 1024  # quantiles kept of a large sample (map pixels); small samples (image scores) keep every value
 
 
+def count_at_most(knots: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """How many sorted `knots` are <= each value (`searchsorted(..., right=True)`), by a binary search of fixed
+    depth: the form an exported graph holds (ONNX has no search operator), memory linear in the values."""
+    n = int(knots.shape[0])
+    low = torch.zeros_like(values, dtype=torch.long)
+    high = torch.full_like(low, n)
+    for _ in range(n.bit_length()):
+        middle = torch.div(low + high, 2, rounding_mode="floor")
+        open_ = low < high
+        right = knots[middle.clamp(max=n - 1)] <= values
+        low = torch.where(open_ & right, middle + 1, low)
+        high = torch.where(open_ & ~right, middle, high)
+    return low
+
+
 class NormalStats(nn.Module):
     """Mean, standard deviation and the empirical CDF (as sorted knots) of one member's normal outputs.
 
@@ -60,7 +75,10 @@ class NormalStats(nn.Module):
         """The empirical CDF of the normal outputs at `values`: ~U(0,1) on normal data, near 1 for outliers."""
         knots, positions = self.knots, self.positions
         x = values.float()
-        upper = torch.searchsorted(knots, x.reshape(-1).contiguous(), right=True).reshape(x.shape)
+        if torch.onnx.is_in_onnx_export():
+            upper = count_at_most(knots, x)
+        else:
+            upper = torch.searchsorted(knots, x.reshape(-1).contiguous(), right=True).reshape(x.shape)
         upper = upper.clamp(1, knots.numel() - 1)
         x0, x1 = knots[upper - 1], knots[upper]
         p0, p1 = positions[upper - 1], positions[upper]
