@@ -116,6 +116,13 @@ def normal_subset(train_set: Dataset) -> Subset:
     return Subset(train_set, np.linspace(0, len(train_set) - 1, count).astype(int).tolist())
 
 
+def model_meta(config: ModelConfig, run_id: str, run: dict[str, Any]) -> dict[str, Any]:
+    """What every checkpoint's `model.json` says of the model it holds (a run adds its decisions and data)."""
+    return {"model": config.name, "run_id": run_id, "base_model": config.spec.name, "plugin": config.plugin,
+            "hyperparameters": config.hyperparameters, "run": {k: v for k, v in run.items() if k != "device"},
+            "image_size": run["image_size"], "normalize": bool(run.get("normalize", True))}
+
+
 @run_folder_scope
 def run_one(dataset: str, category: str, model_name: str, root: str | Path | None = None,
             output_dir: str | Path | None = None, **overrides: Any) -> RunResult:
@@ -191,14 +198,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
                                 write_maps=write_maps, calibration=calibration)
     calibration.apply_image(detector, results["threshold"]["value"])
     save_checkpoint(detector, folder.staging, {
-        "model": config.name,
-        "run_id": folder.run_id,
-        "base_model": config.spec.name,
-        "plugin": config.plugin,
-        "hyperparameters": config.hyperparameters,
-        "run": {k: v for k, v in run.items() if k != "device"},
-        "image_size": image_size,
-        "normalize": bool(run.get("normalize", True)),
+        **model_meta(config, folder.run_id, run),
         "thresholds": results["thresholds"],
         "threshold": results["threshold"],
         "decisions": results["decisions"],

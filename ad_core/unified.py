@@ -33,7 +33,7 @@ from ad_core.preprocessing import PreProcessor
 from ad_core.reports import format_table
 from ad_core.run_folder import open_run_folder, run_folder_scope
 from ad_core.run_settings import pop_runner_settings
-from ad_core.runner import RunResult, _build, make_loader, preprocessed
+from ad_core.runner import RunResult, _build, make_loader, model_meta, preprocessed
 from ad_core.settings import settings
 from ad_core.training import TrainerOptions, seed_everything, trainer_class
 from ad_core.training.fingerprint import fingerprinted_config
@@ -236,14 +236,7 @@ def run_unified(dataset: str, categories: list[str], model_name: str, root: str 
     union.apply_image(detector, default["value"])
     summary = write_unified_results(folder.staging, {**common, "category": label}, runs)
     save_checkpoint(detector, folder.staging, {
-        "model": config.name,
-        "run_id": folder.run_id,
-        "base_model": config.spec.name,
-        "plugin": config.plugin,
-        "hyperparameters": config.hyperparameters,
-        "run": {k: v for k, v in run.items() if k != "device"},
-        "image_size": image_size,
-        "normalize": bool(run.get("normalize", True)),
+        **model_meta(config, folder.run_id, run),
         "threshold": default,
         "decisions": union.decisions(default),
         "validation": {"source": "union of the categories' validation sources", "categories": validations},
