@@ -55,3 +55,23 @@ def test_halve_constants_keeps_small_ones_and_the_graph_valid() -> None:
     assert kinds == {"big.fp16": TensorProto.FLOAT16, "small": TensorProto.FLOAT}
     onnx.checker.check_model(model)
     assert model.graph.node[0].op_type == "Cast"
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("size", [(5, 7), (19, 13)])
+def test_antialiased_resize_exports_as_torch_computes_it(tmp_path, mode, size) -> None:
+    """Shrinking (an ensemble's member input) and enlarging (a ViT's position embedding) both match torch."""
+    import onnxruntime
+
+    from ad_core.exporting.graph import register_resize_forms
+
+    class Resize(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False)
+
+    x = torch.rand(1, 3, 11, 9)
+    register_resize_forms()
+    torch.onnx.export(Resize(), (x,), str(tmp_path / "r.onnx"), opset_version=18, dynamo=False,
+                      input_names=["x"])
+    (got,) = onnxruntime.InferenceSession(str(tmp_path / "r.onnx")).run(None, {"x": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), Resize()(x), atol=1e-5, rtol=1e-4)

@@ -63,10 +63,11 @@ def detector_graph(detector: Detector, found: Detection) -> DetectorGraph:
     return DetectorGraph(detector.eval(), found.anomaly_map is not None, found.normalized_map is not None)
 
 
-def _antialiased_resize(g, image, output_size, align_corners, *scales):  # noqa: ANN001, ANN202 (symbolic)
-    """ONNX for `F.interpolate(..., mode="bilinear", antialias=True)` (an ensemble shrinking images for a
-    member), which torch's exporter lacks: opset 18's Resize with `antialias`, half-pixel centres and the
-    filter renormalised over the pixels inside the image (`exclude_outside`), as torch computes it."""
+def _antialiased_resize(g, image, output_size, align_corners, *scales, cubic: bool = False):  # noqa: ANN001, ANN202
+    """ONNX for `F.interpolate(..., mode="bilinear" or "bicubic", antialias=True)` (an ensemble shrinking images
+    for a member; a ViT resampling its position embedding to the input's grid), which torch's exporter lacks:
+    opset 18's Resize with `antialias`, half-pixel centres and the filter renormalised over the pixels inside the
+    image (`exclude_outside`), as torch computes it; torch's antialiased cubic filter has a = -0.5."""
     from torch.onnx import symbolic_helper
 
     if symbolic_helper._maybe_get_const(align_corners, "b"):
@@ -77,13 +78,24 @@ def _antialiased_resize(g, image, output_size, align_corners, *scales):  # noqa:
         g.op("Constant", value_t=torch.tensor(symbolic_helper._get_const(output_size, "is", "size"), dtype=torch.long))
     sizes = g.op("Concat", batch_channels, size, axis_i=0)
     empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
-    return g.op("Resize", image, empty, empty, sizes, antialias_i=1, mode_s="linear",
+    mode = {"mode_s": "cubic", "cubic_coeff_a_f": -0.5} if cubic else {"mode_s": "linear"}
+    return g.op("Resize", image, empty, empty, sizes, antialias_i=1, **mode,
                 coordinate_transformation_mode_s="half_pixel", exclude_outside_i=1)
+
+
+def _antialiased_bicubic(g, image, output_size, align_corners, *scales):  # noqa: ANN001, ANN202 (symbolic)
+    return _antialiased_resize(g, image, output_size, align_corners, *scales, cubic=True)
+
+
+def register_resize_forms() -> None:
+    """The ONNX forms of antialiased bilinear and bicubic resizing (torch's exporter has none)."""
+    torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", _antialiased_resize, OPSET)
+    torch.onnx.register_custom_op_symbolic("aten::_upsample_bicubic2d_aa", _antialiased_bicubic, OPSET)
 
 
 def write_onnx(graph: DetectorGraph, sample: torch.Tensor, path: Path, dynamic_batch: bool, fp16: bool) -> None:
     """Trace `graph` on `sample` into `path`; `fp16` stores the large constants in half precision."""
-    torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", _antialiased_resize, OPSET)
+    register_resize_forms()
     axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in graph.output_names}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about the fixed paths described above

@@ -237,8 +237,9 @@ class Dinomaly(AnomalyModel):
 
     def smooth(self, amap: torch.Tensor) -> torch.Tensor:
         """The map resized so its short side is `map_size`, then blurred by the 5-tap σ = 4 kernel (zero padding)."""
-        scale = self.map_size / min(amap.shape[-2:])
-        size = (round(amap.shape[-2] * scale), round(amap.shape[-1] * scale))
+        height, width = (int(side) for side in amap.shape[-2:])  # plain ints, also while the exporter traces
+        scale = self.map_size / min(height, width)
+        size = (round(height * scale), round(width * scale))
         x = F.interpolate(amap.unsqueeze(1), size=size, mode="bilinear", align_corners=False)
         kernel = self.blur_kernel.to(x)
         radius = kernel.numel() // 2

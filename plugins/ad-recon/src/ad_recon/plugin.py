@@ -116,6 +116,9 @@ def diffusionad_specs() -> list[ModelSpec]:
                                         "image_size": 128, "batch_size": 8, "num_epochs": 30, "lr": 1e-3,
                                         "seg_lr": 1e-3}},
         test_overrides={"diffusionad": dict(_DIFFUSIONAD_TINY), "diffusionad-small": {}},
+        exportable=False,
+        export_note="its inference draws fixed noise from a seeded torch.Generator, which the ONNX exporter cannot "
+                    "trace; score it with adcore predict",
     )]
 
 
@@ -131,6 +134,10 @@ def dsr_specs() -> list[ModelSpec]:
         paradigm=PARADIGM,
         factory="ad_recon.dsr:Dsr",
         trainer="gradient",
+        exportable=False,
+        export_note="its vector quantisers pick the nearest code by argmin, and codes that are nearly tied flip "
+                    "under another runtime's float rounding (maps moved by 0.01 in the parity check); score it "
+                    "with adcore predict",
         paper=DSR_PAPER,
         description="A frozen dual-subspace VQ-VAE; subspace restriction and an object-specific decoder trained on "
                     "anomalies made in the quantised features; a U-Net segments the two reconstructions' difference.",
