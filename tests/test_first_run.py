@@ -61,8 +61,8 @@ def test_check_request_accepts_valid_options_and_names_a_typo() -> None:
                                                 "write_maps": False})
     with pytest.raises(OptionError, match=r"\['coreset_ration'\].*coreset_ratio"):
         check_request(["patchcore"], {"coreset_ration": 0.1})
-    with pytest.raises(UnknownModelError, match="dinomaly-small-224"):
-        check_request(["dinomaly-small-224"], {})
+    with pytest.raises(UnknownModelError, match="dinomaly-smal-224"):
+        check_request(["dinomaly-smal-224"], {})
 
 
 def test_cli_spelling_of_api_messages() -> None:
