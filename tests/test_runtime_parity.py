@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -84,8 +83,6 @@ def dataset(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("ad_core.exporting") is None,
-                    reason="ad_core.exporting (adcore export) is not in this checkout")
 @pytest.mark.parametrize("model, overrides", [
     ("padim", {}),
     ("stfpm", {"num_epochs": 1, "max_steps": 2}),
