@@ -24,7 +24,8 @@ from ad_core.training.distributed import ShardedBatchSampler, World
 from installed_plugin import install_test_plugin
 
 TESTS = Path(__file__).parent
-ARGS = ["--image-size", "32", "--set", "pretrained=false", "--set", "write_maps=false"]
+# grad_clip: the gradient model clips every step, so clipping must see the averaged (global-batch) gradient
+ARGS = ["--image-size", "32", "--set", "pretrained=false", "--set", "write_maps=false", "--set", "grad_clip=0.05"]
 MODELS = "padim,patchcore-r18,tiny-ae"
 
 
