@@ -186,3 +186,18 @@ def test_a_spec_that_refuses_unified_training_must_say_why() -> None:
     with pytest.raises(SpecError, match="unified_reason"):
         ModelSpec(name="x", paradigm="test", factory="m:f", unified=False).validate()
     ModelSpec(name="x", paradigm="test", factory="m:f", unified=False, unified_reason="needs one class").validate()
+
+
+def test_conformance_accepts_unified_defaults_of_known_keys_only() -> None:
+    """`unified_<key>` passes the spec-defaults check when `<key>` is a factory parameter or run key, not otherwise."""
+    from ad_core.specs import ModelSpec
+    from ad_core.testing import ConformanceCase, ModelConformance
+
+    def case(defaults: dict) -> ConformanceCase:
+        return ConformanceCase("tiny-ae", ModelSpec(name="tiny-ae", paradigm="test", factory="tiny_plugin:TinyAE",
+                                                    trainer="gradient", defaults=defaults))
+
+    check = ModelConformance().test_spec_defaults_accepted_by_factory
+    check(case({"unified_max_steps": 10, "unified_width": 16}))
+    with pytest.raises(AssertionError, match="unified_widht"):
+        check(case({"unified_widht": 16}))
