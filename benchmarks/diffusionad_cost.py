@@ -12,18 +12,12 @@ the wall seconds after a synchronise. Example:
 from __future__ import annotations
 
 import argparse
-import resource
-import time
 
 import torch
+from step_cost import random_batch, report_test_image_and_memory, time_steps
 
-from ad_core.plugin_api import Batch, StepContext
+from ad_core.plugin_api import StepContext
 from ad_recon.diffusionad import DiffusionAD
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -38,32 +32,19 @@ def main() -> None:
     model = DiffusionAD().to(device).train()
     optimizers = [torch.optim.Adam(model.unet.parameters(), lr=1e-4),
                   torch.optim.Adam(model.segmentation.parameters(), lr=1e-5)]
-    size = args.image_size
-    images = torch.rand(args.batch, 3, size, size, device=device)
-    batch = Batch(images, torch.zeros(args.batch, dtype=torch.long), None, [""] * args.batch, [""] * args.batch)
+    batch = random_batch(args.batch, args.image_size, device)
     ctx = StepContext(optimizers=optimizers, schedulers=[], scaler=None, grad_clip=None)
-    for step in range(args.steps):
-        cpu, wall = time.process_time(), time.perf_counter()
+
+    def step() -> None:
         loss = model.training_step(batch, ctx)
         for optimizer in optimizers:
             optimizer.zero_grad()
         loss.backward()
         for optimizer in optimizers:
             optimizer.step()
-        synchronize(device)
-        print(f"training step {step}, batch {args.batch}: {time.process_time() - cpu:.2f} CPU s, "
-              f"{time.perf_counter() - wall:.2f} wall s", flush=True)
-    model.mark_fitted()
-    one = images[:1]
-    model.predict(one)
-    synchronize(device)
-    cpu, wall = time.process_time(), time.perf_counter()
-    model.predict(one)
-    synchronize(device)
-    print(f"one test image: {time.process_time() - cpu:.2f} CPU s, {time.perf_counter() - wall:.2f} wall s")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
-          + (f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
-             if device.type == "cuda" else ""))
+
+    time_steps(step, args.steps, args.batch, device)
+    report_test_image_and_memory(model, batch.image, device)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,12 @@ the wall seconds after a synchronise. Examples:
 from __future__ import annotations
 
 import argparse
-import resource
-import time
 
 import torch
+from step_cost import random_batch, report_test_image_and_memory, time_steps
 
 from ad_core.building import build_model
-from ad_core.plugin_api import Batch, StepContext, TrainingPlan
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from ad_core.plugin_api import StepContext, TrainingPlan
 
 
 def main() -> None:
@@ -43,31 +37,18 @@ def main() -> None:
                                                          max_steps=5000))
     optimizer = configured["optimizer"]
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    images = torch.rand(args.batch, 3, crop, crop, device=device)
-    batch = Batch(images, torch.zeros(args.batch, dtype=torch.long), None, [""] * args.batch, [""] * args.batch)
+    batch = random_batch(args.batch, crop, device)
     ctx = StepContext(optimizers=[optimizer], schedulers=[], scaler=None, grad_clip=None)
     print(f"{args.model}: {crop} px, {sum(p.numel() for p in params) / 1e6:.1f} M trainable parameters")
-    for step in range(args.steps):
-        synchronize(device)
-        cpu, wall = time.process_time(), time.perf_counter()
+
+    def step() -> None:
         optimizer.zero_grad()
         model.training_step(batch, ctx).backward()
         torch.nn.utils.clip_grad_norm_(params, 0.1)
         optimizer.step()
-        synchronize(device)
-        print(f"training step {step}, batch {args.batch}: {time.process_time() - cpu:.2f} CPU s, "
-              f"{time.perf_counter() - wall:.2f} wall s", flush=True)
-    model.mark_fitted()
-    one = images[:1]
-    model.predict(one)
-    synchronize(device)
-    cpu, wall = time.process_time(), time.perf_counter()
-    model.predict(one)
-    synchronize(device)
-    print(f"one test image: {time.process_time() - cpu:.2f} CPU s, {time.perf_counter() - wall:.2f} wall s")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
-          + (f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
-             if device.type == "cuda" else ""))
+
+    time_steps(step, args.steps, args.batch, device)
+    report_test_image_and_memory(model, batch.image, device)
 
 
 if __name__ == "__main__":
