@@ -242,6 +242,8 @@ def train(dataset_type: str | list[str], category: str | list[str], model_type: 
         if verbose:
             print(summary_table(runs[-1:]))
             print(f"outputs written to {runs[-1].output_dir}")
+    if world is not None:
+        world.leave()
     if verbose and len(runs) > 1:
         print(summary_table(runs))
     return runs

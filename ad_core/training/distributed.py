@@ -51,6 +51,13 @@ class World:
             raise RuntimeError(f"the process group has {dist.get_world_size()} processes, WORLD_SIZE says "
                                f"{self.size}")
 
+    def leave(self) -> None:
+        """Wait for every rank (rank 0 evaluates and writes after the others are done training), then leave the
+        process group, so no process exits with gloo or NCCL still running (that aborts it)."""
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     # -- collectives ------------------------------------------------------------------------------
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over ranks, in place (and returned)."""
