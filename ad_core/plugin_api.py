@@ -49,6 +49,7 @@ _EXPORTS = {
     "conformance_suite": "ad_core.testing",
     "fit_tiny": "ad_core.testing",
     "no_network": "ad_core.testing",
+    "normal_batch": "ad_core.testing",
 }
 # Shared building blocks live in `ad_core.components` (a package); it is exported as a module.
 _MODULES = {"components": "ad_core.components"}

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
 from ad_core.building import build_model
@@ -51,7 +52,7 @@ from ad_core.preprocessing import PreProcessor
 from ad_core.runner import preprocessed
 from ad_core.specs import UNIFIED_PREFIX, RUN_KEYS, ModelSpec
 from ad_core.training import TrainerOptions, seed_everything, trainer_class
-from ad_core.types import collate
+from ad_core.types import Batch, collate
 
 # Variant keys that only change the size of the network or its input: such a variant runs the same code as its
 # base, so the suite skips its expensive refit checks.
@@ -106,6 +107,13 @@ def fit_tiny(model_name: str, overrides: dict[str, Any], image_size: int | tuple
         {k: v for k, v in config.run.items() if k != "resume"}, device="cpu", progress=False))
     trainer.fit(detector.model, preprocessed(loader, detector))
     return detector.eval()
+
+
+def normal_batch(images: torch.Tensor) -> Batch:
+    """Images as a training batch of normal samples without masks or paths, for a model's unit tests that call
+    `training_step` directly."""
+    n = len(images)
+    return Batch(images, torch.zeros(n, dtype=torch.long), None, [""] * n, [""] * n)
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -210,7 +218,7 @@ def conformance_suite(plugin: str, module: object | None = None, models: Collect
         return request.param
 
     suite = type(f"Conformance_{plugin}", (ModelConformance,),
-                 {"registered": registered, "case": case, "module_name": module_name})
+                 {"registered": registered, "case": case, "module_name": module_name, "plugin_name": plugin})
     suite.__test__ = True
     return suite
 
@@ -220,6 +228,7 @@ class ModelConformance:
 
     __test__ = False
     module_name: str = ""
+    plugin_name: str = ""
     category: str = "weave"
     n_train: int = 16
     n_test: int = 8  # per class
@@ -267,6 +276,17 @@ class ModelConformance:
         unknown = sorted(k for k in config if k not in known
                          and not (k.startswith(UNIFIED_PREFIX) and k[len(UNIFIED_PREFIX):] in known))
         assert not unknown, f"{case.name}: {unknown} are neither parameters of {case.spec.factory} nor run keys"
+
+    def test_listed_under_its_paradigm(self, case: ConformanceCase) -> None:
+        from ad_core.cli import main  # the CLI is what users list models with; imported here, not at collection
+
+        result = CliRunner().invoke(main, ["list-models", "--paradigm", case.spec.paradigm, "--json"])
+        assert result.exit_code == 0, result.output
+        listed = {m["name"]: m for m in json.loads(result.output)["models"]}
+        assert case.spec.name in listed, f"`adcore list-models --paradigm {case.spec.paradigm}` omits {case.spec.name}"
+        entry = listed[case.spec.name]
+        assert entry["plugin"] == self.plugin_name
+        assert case.name == case.spec.name or case.name in entry["variants"]
 
     def test_registration_module_imports_no_torch(self) -> None:
         code = (f"import sys, json; import {self.module_name}; "

@@ -7,11 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ad_adapt.cfa import Cfa, CoordConv, fuse_layers, hypersphere_loss
-from ad_core.types import Batch
-
-
-def _batch(images: torch.Tensor) -> Batch:
-    return Batch(images, torch.zeros(len(images), dtype=torch.long), None, [""] * len(images), [""] * len(images))
+from ad_core.plugin_api import normal_batch
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +50,7 @@ def test_hypersphere_loss_by_hand() -> None:
 
 def test_bank_is_the_per_position_mean_over_all_images(images: torch.Tensor) -> None:
     model = Cfa(backbone="resnet18", pretrained=False)
-    model.on_fit_start([_batch(images[:3]), _batch(images[3:])])  # unequal batches weigh images equally
+    model.on_fit_start([normal_batch(images[:3]), normal_batch(images[3:])])  # unequal batches weigh images equally
     with torch.no_grad():
         expected = model.patch_features(images).mean(0).flatten(1).T
     torch.testing.assert_close(model.memory_bank, expected)
@@ -62,13 +58,13 @@ def test_bank_is_the_per_position_mean_over_all_images(images: torch.Tensor) -> 
 
 def test_gamma_c_compresses_the_bank_by_kmeans(images: torch.Tensor) -> None:
     model = Cfa(backbone="resnet18", pretrained=False, gamma_c=4)
-    model.on_fit_start([_batch(images)])
+    model.on_fit_start([normal_batch(images)])
     assert model.memory_bank.shape == (16 * 16 // 4, 448)
 
 
 def test_patch_score_is_the_softmin_weighted_nearest_distance(images: torch.Tensor) -> None:
     model = Cfa(backbone="resnet18", pretrained=False, sigma=0)
-    model.on_fit_start([_batch(images[:3])])
+    model.on_fit_start([normal_batch(images[:3])])
     model.finalize()
     model.eval()
     test = images[3:]
@@ -89,13 +85,13 @@ def test_training_steps_lower_the_loss(images: torch.Tensor) -> None:
     (it is made of the initial features), so a smaller step shows the descent."""
     torch.manual_seed(0)
     model = Cfa(backbone="resnet18", pretrained=False, lr=1e-4)
-    model.on_fit_start([_batch(images)])
+    model.on_fit_start([normal_batch(images)])
     optimizer = model.configure_optimizers(None)
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["amsgrad"]
     model.train()
     losses = []
     for _ in range(20):
-        loss = model.training_step(_batch(images), None)
+        loss = model.training_step(normal_batch(images), None)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -107,4 +103,4 @@ def test_training_steps_lower_the_loss(images: torch.Tensor) -> None:
 def test_too_small_a_bank_is_a_clear_error() -> None:
     model = Cfa(backbone="resnet18", pretrained=False, gamma_c=64)
     with pytest.raises(ValueError, match="at least 6"):
-        model.on_fit_start([_batch(torch.rand(1, 3, 64, 64))])
+        model.on_fit_start([normal_batch(torch.rand(1, 3, 64, 64))])

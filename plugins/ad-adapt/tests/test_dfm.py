@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from ad_adapt.dfm import Dfm
-from ad_core.types import Batch
+from ad_core.plugin_api import normal_batch
 
 
 def _fit(model: Dfm, images: torch.Tensor) -> Dfm:
     model.on_fit_start([])
     for chunk in images.split(3):
-        model.update(Batch(chunk, torch.zeros(len(chunk), dtype=torch.long), None, [""] * len(chunk),
-                           [""] * len(chunk)))
+        model.update(normal_batch(chunk))
     model.finalize()
     return model.eval()
 

@@ -10,14 +10,14 @@ import torch
 
 from ad_core.building import build_model, resolve_config
 from ad_core.training import GradientTrainer, seed_everything
-from ad_core.types import Batch
+from ad_core.plugin_api import Batch, normal_batch
 from ad_flow.cflow import CFlow, WarmupCosine, positional_encoding_2d
 from ad_flow.fastflow import FastFlow
 
 
 def batch(n: int = 4, size: int = 64) -> Batch:
     images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
-    return Batch(images, torch.zeros(n, dtype=torch.long), None, ["x"] * n, ["c"] * n)
+    return normal_batch(images)
 
 
 @pytest.mark.parametrize(("variant", "expected"), [

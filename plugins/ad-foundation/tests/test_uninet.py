@@ -19,7 +19,7 @@ from ad_foundation.uninet import (
     weighted_decision,
 )
 
-from ad_core.plugin_api import Batch, TrainingPlan, gaussian_blur
+from ad_core.plugin_api import TrainingPlan, gaussian_blur, normal_batch
 
 PLAN = TrainingPlan(total_steps=1, steps_per_epoch=1, num_epochs=1, max_steps=None)
 
@@ -149,7 +149,7 @@ def test_two_adamw_optimisers_source_frozen_target_trains(r18: UniNet) -> None:
     source_before = [p.clone() for p in model.source.parameters()]
     target_before = [p.clone() for p in model.target.parameters()]
     images = torch.rand(2, 3, 32, 32)
-    loss = model.training_step(Batch(images, torch.zeros(2, dtype=torch.long), None, ["", ""], ["", ""]), None)
+    loss = model.training_step(normal_batch(images), None)
     loss.backward()
     student.step()
     target.step()

@@ -7,16 +7,12 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from ad_core.types import Batch
-
-
-def batch_of(images: torch.Tensor) -> Batch:
-    return Batch(images, torch.zeros(len(images), dtype=torch.long), None, [""] * len(images), [""] * len(images))
+from ad_core.plugin_api import Batch, normal_batch
 
 
 @pytest.fixture
 def as_batch() -> Callable[[torch.Tensor], Batch]:
-    return batch_of
+    return normal_batch
 
 
 @pytest.fixture
@@ -27,7 +23,7 @@ def train_steps() -> Callable[..., list[float]]:
         model.train()
         losses = []
         for _ in range(n):
-            loss = model.training_step(batch_of(images), None)  # automatic models do not read the context
+            loss = model.training_step(normal_batch(images), None)  # automatic models do not read the context
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

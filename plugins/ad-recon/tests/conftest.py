@@ -7,16 +7,12 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from ad_core.plugin_api import Batch, StepContext, TrainingPlan
-
-
-def batch_of(images: torch.Tensor) -> Batch:
-    return Batch(images, torch.zeros(len(images), dtype=torch.long), None, [""] * len(images), [""] * len(images))
+from ad_core.plugin_api import Batch, StepContext, TrainingPlan, normal_batch
 
 
 @pytest.fixture
 def as_batch() -> Callable[[torch.Tensor], Batch]:
-    return batch_of
+    return normal_batch
 
 
 @pytest.fixture
