@@ -326,8 +326,10 @@ def export_cmd(run_dir: Path, fmt: str, output: Path | None, fp16: bool, batch: 
               help="Benchmark directory: <dir>/<dataset>/<category>/<model>/ folders of trained models.")
 @click.option("--members", help="Comma-separated checkpoint folders to fuse (instead of --from).")
 @click.option("--top", type=int, default=3, show_default=True, help="With --from: how many best models to fuse.")
-@click.option("--by", default="image_auroc", show_default=True,
-              help="With --from: metric to rank by (image_auroc, image_aupr, image_f1_max, pixel_auroc, pixel_aupro).")
+@click.option("--by", default="validation_image_auroc", show_default=True,
+              help="With --from: metric to rank by: validation_image_auroc or validation_pixel_auroc (the members' "
+                   "validation source), or, as model selection on test data, a test-split metric by name "
+                   "(image_auroc, image_aupr, image_f1_max, pixel_auroc, pixel_aupro).")
 @click.option("--dataset", help="Only this dataset (with --from), or the data to normalise and test on.")
 @click.option("--category", help="Only this category (with --from), or the data to normalise and test on.")
 @click.option("--fusion", type=click.Choice(["mean", "max", "rank_mean"]),

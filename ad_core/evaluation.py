@@ -198,7 +198,8 @@ def evaluate_detector(detector: Detector, test_loader: Iterable[Batch], out: Pat
         "peak_rss_mb": round(_peak_rss_mb(), 1),
     })
     if calibration is not None:
-        results["validation"] = {**calibration.info, "image_auroc": calibration.image_auroc}
+        results["validation"] = {**calibration.info, "image_auroc": calibration.image_auroc,
+                                 "pixel_auroc": calibration.pixel_auroc}
         results["decisions"] = calibration.decisions(results["threshold"])
     write_results(out, results, header)
     threshold = results["threshold"]["value"]

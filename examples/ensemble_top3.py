@@ -1,4 +1,7 @@
-"""Compare three models per category, then fuse the top three into one ensemble per category and compare."""
+"""Compare three models per category, then fuse the top three into one ensemble per category and compare.
+
+The members are ranked by their validation source's image AUROC (held-out normal images with synthetic defects),
+so the test split does not choose them."""
 
 from ad_core import build_ensembles, train_models
 from ad_core.ensemble import ensemble_table
@@ -12,5 +15,5 @@ train_models(
     output_dir="outputs/compare",
     verbose=False,
 )
-for result in build_ensembles("outputs/compare", top=3, by="image_auroc"):
+for result in build_ensembles("outputs/compare", top=3, by="validation_image_auroc"):
     print(ensemble_table(result), f"\nsaved to {result.output_dir}\n")

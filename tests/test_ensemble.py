@@ -56,14 +56,17 @@ def test_images() -> tuple[torch.Tensor, np.ndarray]:
 
 
 # -- choosing members ---------------------------------------------------------------------------------------
-def _cell(root: Path, category: str, model: str, auroc: float | None, pixel: float = 0.5,
-          status: str | None = None, weights: bool = True) -> None:
+def _cell(root: Path, category: str, model: str, val: float | None, pixel: float = 0.5,
+          status: str | None = None, weights: bool = True, test: float = 0.5) -> None:
+    """A cell whose validation source gave image AUROC `val` and pixel AUROC `pixel`; its test image AUROC is
+    `test` (the test pixel AUROC is the reverse of `pixel`, so a ranking that reads the test split shows)."""
     path = root / "demo" / category / model
     path.mkdir(parents=True)
     if weights:
         (path / "model.safetensors").write_bytes(b"x")
         (path / "model.json").write_text("{}")
-    (path / "results.json").write_text(json.dumps({"image": {"auroc": auroc}, "pixel": {"auroc": pixel}}))
+    (path / "results.json").write_text(json.dumps({"validation": {"image_auroc": val, "pixel_auroc": pixel},
+                                                   "image": {"auroc": test}, "pixel": {"auroc": 1 - pixel}}))
     if status is not None:
         (path / "cell.json").write_text(json.dumps({"status": status}))
 
@@ -75,7 +78,7 @@ def test_select_top_ranks_usable_cells_and_skips_the_rest(tmp_path) -> None:
     _cell(tmp_path, "plate", "d", 0.98, weights=False)  # no checkpoint
     _cell(tmp_path, "plate", "e", 0.70, pixel=0.9)
     _cell(tmp_path, "plate", "f", 0.70, pixel=0.8)
-    _cell(tmp_path, "plate", "g", None, pixel=0.99)  # no image AUROC: last
+    _cell(tmp_path, "plate", "g", None, pixel=0.99)  # no validation AUROC (an older run): last
     _cell(tmp_path, "plate", "ensemble-top3", 1.0)
     (tmp_path / "demo" / "plate" / "ensemble-top3" / "ensemble.json").write_text("{}")
     _cell(tmp_path, "disc", "x", 0.6)
@@ -86,8 +89,8 @@ def test_select_top_ranks_usable_cells_and_skips_the_rest(tmp_path) -> None:
     assert [c.model for c in chosen[("demo", "plate")]] == ["b", "a", "e", "f"]
     assert [c.model for c in chosen[("demo", "disc")]] == ["y", "x"]
     assert [c.model for c in select_top(tmp_path, top=7)[("demo", "plate")]] == ["b", "a", "e", "f", "g"]
-    assert [c.model for c in select_top(tmp_path, 2, by="pixel_auroc", category="plate")[("demo", "plate")]] == \
-        ["g", "e"]
+    assert [c.model for c in select_top(tmp_path, 2, by="validation_pixel_auroc", category="plate")[
+        ("demo", "plate")]] == ["g", "e"]
     assert list(select_top(tmp_path, 3, category="disc")) == [("demo", "disc")]
     with pytest.raises(ValueError, match="unknown metric"):
         select_top(tmp_path, by="speed")
@@ -95,6 +98,21 @@ def test_select_top_ranks_usable_cells_and_skips_the_rest(tmp_path) -> None:
         select_top(tmp_path, top=1)
     with pytest.raises(FileNotFoundError, match="no usable trained models"):
         select_top(tmp_path, category="weave")
+
+
+def test_the_test_split_chooses_members_only_when_named(tmp_path) -> None:
+    _cell(tmp_path, "plate", "steady", 0.9, test=0.6)  # best on the validation source
+    _cell(tmp_path, "plate", "lucky", 0.7, test=0.99)  # best on the test split
+    _cell(tmp_path, "plate", "third", 0.8, pixel=0.9, test=0.7)
+    assert [c.model for c in select_top(tmp_path, 2)[("demo", "plate")]] == ["steady", "third"]
+    by_test = select_top(tmp_path, 2, by="image_auroc")[("demo", "plate")]
+    assert [c.model for c in by_test] == ["lucky", "third"]
+    # ties on a test metric break on the test pixel AUROC, on a validation metric on the validation one
+    _cell(tmp_path, "disc", "p", 0.8, pixel=0.9, test=0.5)
+    _cell(tmp_path, "disc", "q", 0.8, pixel=0.6, test=0.5)
+    assert [c.model for c in select_top(tmp_path, 2, category="disc")[("demo", "disc")]] == ["p", "q"]
+    assert [c.model for c in select_top(tmp_path, 2, by="image_auroc", category="disc")[("demo", "disc")]] == \
+        ["q", "p"]
 
 
 # -- normalisation and fusion math ---------------------------------------------------------------------------
@@ -276,6 +294,11 @@ def test_cli_ensemble_from_benchmark_then_predict_and_test(bench, tmp_path) -> N
     ensemble = out / "demo" / CATEGORY / "ensemble-top2"
     spec = json.loads((ensemble / "ensemble.json").read_text())
     assert spec["fusion"] == "max" and len(spec["members"]) == 2
+    assert spec["members_selected_on"] == "top 2 by validation_image_auroc (validation source; the test split played no part)"
+    validation = {m: json.loads((bench / "demo" / CATEGORY / m / "results.json").read_text())["validation"]["image_auroc"]
+                  for m in MEMBERS}
+    best_two = sorted(validation, key=lambda m: -validation[m])[:2]
+    assert sorted(Path(m["path"]).name for m in spec["members"]) == sorted(best_two)
     assert any((ensemble / "fusion-max" / "maps").iterdir())
 
     images = write_demo_dataset(tmp_path / "images", CATEGORY, image_size=96, n_train=1, n_test_normal=2,

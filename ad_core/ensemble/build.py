@@ -27,7 +27,7 @@ from ad_core.api import (
     settings,
 )
 from ad_core.ensemble.calibration import NormalImages, fit_normal_stats, member_outputs_on
-from ad_core.ensemble.cells import RESULTS_NAME, select_top
+from ad_core.ensemble.cells import DEFAULT_RANK_BY, RESULTS_NAME, on_validation, select_top
 from ad_core.ensemble.fusion import FUSION_RULES, check_rule
 from ad_core.ensemble.model import EnsembleModel
 from ad_core.ensemble.report import write_ensemble_report
@@ -46,6 +46,7 @@ class EnsembleResult:
     best_fusion: str
     fusion: str
     detector: Detector | None = field(default=None, repr=False)  # the saved ensemble, ready to predict
+    members_selected_on: str = "named by the user"
 
     @property
     def results(self) -> dict[str, Any]:
@@ -75,7 +76,8 @@ def _member_summary(path: Path, detector: Detector) -> dict[str, Any]:
     results_path = path / RESULTS_NAME
     if results_path.is_file():
         results = json.loads(results_path.read_text())
-        summary.update({"image_auroc": _metric(results, "image", "auroc"),
+        summary.update({"validation_image_auroc": _metric(results, "validation", "image_auroc"),
+                        "image_auroc": _metric(results, "image", "auroc"),
                         "pixel_auroc": _metric(results, "pixel", "auroc"),
                         "pixel_aupro": _metric(results, "pixel", "aupro"),
                         "f1_max": _metric(results, "image", "f1_max")})
@@ -120,7 +122,7 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
                    root: str | Path | None = None, image_size: int | None = None, device: str | None = None,
                    threshold_method: str = "normal_fpr", k_sigma: float = 3.0, write_maps: bool = True,
                    normal_dir: str | Path | None = None, batch_size: int = 16,
-                   name: str = "ensemble") -> EnsembleResult:
+                   name: str = "ensemble", members_selected_on: str = "named by the user") -> EnsembleResult:
     """Fuse trained checkpoint folders into one detector, evaluate it per fusion rule and save it.
 
     The members are normalised on the normal training images of the dataset and category they were trained
@@ -128,6 +130,7 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
     normal images the members never saw, which avoids the low bias of scores on training images. Each rule's
     evaluation goes to `<output_dir>/fusion-<rule>/`; the ensemble saved in `output_dir` uses the best rule
     (image AUROC, then pixel AUROC) unless `fusion` names one. Default `output_dir`: `outputs/<dataset>/<category>/<name>`.
+    `members_selected_on` says how the members were chosen (recorded in `ensemble.json` and the report).
     """
     if fusion is not None:
         check_rule(fusion)
@@ -190,6 +193,7 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
     detector.meta = save_ensemble(detector, out, paths, {
         "image_size": size,
         "best_fusion": best,
+        "members_selected_on": members_selected_on,
         "fusion_selected_on": describe_validation(split.info),
         "fusion_results": {r: {"validation_image_auroc": validation[r].image_auroc,
                                "validation_pixel_auroc": validation[r].pixel_auroc,
@@ -204,15 +208,19 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
         "thresholds": results["thresholds"],
         "threshold": results["threshold"],
     })
-    result = EnsembleResult(dataset, category, out, member_rows, rules, best, chosen, detector)
+    result = EnsembleResult(dataset, category, out, member_rows, rules, best, chosen, detector, members_selected_on)
     write_ensemble_report(result)
     return result
 
 
-def build_ensembles(benchmark_dir: str | Path, top: int = 3, by: str = "image_auroc", *,
+def build_ensembles(benchmark_dir: str | Path, top: int = 3, by: str = DEFAULT_RANK_BY, *,
                     dataset: str | None = None, category: str | None = None, output_dir: str | Path | None = None,
                     **options: Any) -> list[EnsembleResult]:
     """One ensemble of the `top` best models (by `by`) per (dataset, category) of a benchmark directory.
+
+    By default the members are the best on their validation source (held-out normal images with synthetic
+    defects, or the labelled validation folder), never on the test split; ranking `by` a test metric
+    (`image_auroc`, ...) is model selection on test data, done only when named, warned about and recorded.
 
     Each goes to `<output_dir or benchmark_dir>/<dataset>/<category>/ensemble-top<k>/`; a group with fewer than
     two usable models is skipped (named in the returned list's absence and in a warning).
@@ -220,6 +228,12 @@ def build_ensembles(benchmark_dir: str | Path, top: int = 3, by: str = "image_au
     import warnings
 
     chosen = select_top(benchmark_dir, top, by, dataset, category)
+    if on_validation(by):
+        selected_on = f"top {top} by {by} (validation source; the test split played no part)"
+    else:
+        selected_on = f"top {top} by test-split {by}, asked for by name: model selection on test data"
+        warnings.warn(f"members chosen by the test split's {by}: the ensemble's test figures are optimistic "
+                      f"(rank by {DEFAULT_RANK_BY} to keep the test split out of the choice)", stacklevel=2)
     if options.get("normal_dir") is not None and len(chosen) > 1:
         raise ValueError(f"normal_dir holds the normal images of one category, but {len(chosen)} (dataset, "
                          "category) pairs were found: name the dataset and category")
@@ -233,5 +247,5 @@ def build_ensembles(benchmark_dir: str | Path, top: int = 3, by: str = "image_au
             warnings.warn(message, stacklevel=2)
             continue
         results.append(build_ensemble([c.path for c in cells], base / ds / cat / f"ensemble-top{top}",
-                                      dataset=ds, category=cat, **options))
+                                      dataset=ds, category=cat, members_selected_on=selected_on, **options))
     return results

@@ -19,8 +19,12 @@ CELL_NAME = "cell.json"
 RESULTS_NAME = "results.json"
 ENSEMBLE_NAME = "ensemble.json"
 
-# --by names and where each metric sits in results.json
+# --by names and where each metric sits in results.json: first the validation source's (held-out normal images
+# with synthetic defects, or the labelled validation folder), then the test split's, which steer the choice only
+# when asked for by name (model selection on test data)
 METRICS: dict[str, tuple[str, str]] = {
+    "validation_image_auroc": ("validation", "image_auroc"),
+    "validation_pixel_auroc": ("validation", "pixel_auroc"),
     "image_auroc": ("image", "auroc"),
     "image_aupr": ("image", "aupr"),
     "image_f1_max": ("image", "f1_max"),
@@ -44,6 +48,14 @@ class Cell:
         section, key = METRICS[check_metric(name)]
         value = (self.results.get(section) or {}).get(key)
         return float("nan") if value is None else float(value)
+
+
+DEFAULT_RANK_BY = "validation_image_auroc"
+
+
+def on_validation(name: str) -> bool:
+    """Whether ranking by `name` reads the validation source rather than the test split."""
+    return METRICS[check_metric(name)][0] == "validation"
 
 
 def check_metric(name: str) -> str:
@@ -92,16 +104,18 @@ def find_cells(benchmark_dir: str | Path, dataset: str | None = None, category: 
 
 
 def _rank_key(cell: Cell, by: str) -> tuple[float, float, str]:
-    """Higher metric first, then higher pixel AUROC; a missing metric ranks last."""
+    """Higher metric first, then higher pixel AUROC on the same source; a missing metric ranks last."""
     def neg(value: float) -> float:
         return math.inf if math.isnan(value) else -value
 
-    return neg(cell.metric(by)), neg(cell.metric("pixel_auroc")), cell.model
+    tie = "validation_pixel_auroc" if on_validation(by) else "pixel_auroc"
+    return neg(cell.metric(by)), neg(cell.metric(tie)), cell.model
 
 
-def select_top(benchmark_dir: str | Path, top: int = 3, by: str = "image_auroc", dataset: str | None = None,
+def select_top(benchmark_dir: str | Path, top: int = 3, by: str = DEFAULT_RANK_BY, dataset: str | None = None,
                category: str | None = None) -> dict[tuple[str, str], list[Cell]]:
-    """The `top` best usable cells per (dataset, category), best first."""
+    """The `top` best usable cells per (dataset, category), best first: by default by their validation source's
+    image AUROC, so the test split does not choose the members; a test metric (`image_auroc`, ...) by name."""
     check_metric(by)
     if top < 2:
         raise ValueError(f"an ensemble needs at least 2 members, got top={top}")

@@ -18,7 +18,7 @@ def _figures(results: dict[str, Any]) -> dict[str, Any]:
 
 def ensemble_table(result: EnsembleResult) -> str:
     """Members (their own evaluation) and the ensemble under each fusion rule, with the best and saved rule."""
-    rows = [{"model": m["name"], "image AUROC": m.get("image_auroc"), "pixel AUROC": m.get("pixel_auroc"),
+    rows = [{"model": m["name"], "validation AUROC": m.get("validation_image_auroc"), "image AUROC": m.get("image_auroc"), "pixel AUROC": m.get("pixel_auroc"),
              "pixel AUPRO": m.get("pixel_aupro"), "F1-max": m.get("f1_max")} for m in result.members]
     for rule, results in result.rules.items():
         marks = [w for w, on in (("best", rule == result.best_fusion), ("saved", rule == result.fusion)) if on]
@@ -26,7 +26,7 @@ def ensemble_table(result: EnsembleResult) -> str:
         validation = results.get("validation") or {}
         rows.append({"model": label, "validation AUROC": validation.get("image_auroc"), **_figures(results)})
     columns = ["model", "validation AUROC", "image AUROC", "pixel AUROC", "pixel AUPRO", "F1-max"]
-    return (f"{result.dataset} / {result.category}: {len(result.members)} members, "
+    return (f"{result.dataset} / {result.category}: {len(result.members)} members ({result.members_selected_on}), "
             f"best fusion rule: {result.best_fusion} (by validation image AUROC, then validation pixel AUROC; "
             f"the test figures play no part); saved: {result.fusion}\n" + format_table(rows, columns))
 
