@@ -72,7 +72,7 @@ def test_list_models_json_shows_registered_models(tiny_plugin) -> None:
     assert result.exit_code == 0
     models = json.loads(result.output)["models"]
     assert [m["name"] for m in models] == ["tiny-ae"]
-    assert models[0]["variants"] == ["tiny-ae-pretrained", "tiny-ae-wide"]
+    assert models[0]["variants"] == ["tiny-ae-pretrained", "tiny-ae-unseeded", "tiny-ae-wide"]
 
 
 def test_unknown_model_is_a_clear_error(tiny_plugin, outputs) -> None:

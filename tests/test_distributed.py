@@ -26,7 +26,7 @@ from installed_plugin import install_test_plugin
 TESTS = Path(__file__).parent
 # grad_clip: the gradient model clips every step, so clipping must see the averaged (global-batch) gradient
 ARGS = ["--image-size", "32", "--set", "pretrained=false", "--set", "write_maps=false", "--set", "grad_clip=0.05"]
-MODELS = "padim,patchcore-r18,tiny-ae"
+MODELS = "padim,patchcore-r18,tiny-ae,tiny-ae-unseeded"
 
 
 def _free_port() -> int:
@@ -70,7 +70,7 @@ def _weights(root: Path, model: str) -> dict[str, torch.Tensor]:
 def test_rank_0_writes_every_output_and_speaks_once(runs) -> None:
     for model in MODELS.split(","):
         assert (runs.root / "ddp" / "demo" / "disc" / model / "results.json").is_file()
-    assert runs.stdout.count("outputs written to") == 3  # rank 1 printed nothing
+    assert runs.stdout.count("outputs written to") == 4  # rank 1 printed nothing
 
 
 def test_padim_statistics_equal_the_single_process_ones(runs) -> None:
@@ -81,8 +81,10 @@ def test_padim_statistics_equal_the_single_process_ones(runs) -> None:
     torch.testing.assert_close(ddp[inv_key], one[inv_key], rtol=1e-3, atol=1e-3)
 
 
-def test_gradient_model_reaches_the_single_process_weights(runs) -> None:
-    ddp, one = _weights(runs.root / "ddp", "tiny-ae"), _weights(runs.root / "one", "tiny-ae")
+@pytest.mark.parametrize("model", ["tiny-ae", "tiny-ae-unseeded"])
+def test_gradient_model_reaches_the_single_process_weights(runs, model) -> None:
+    """`tiny-ae-unseeded` starts from other weights on rank 1: rank 0's, broadcast at the start, must win."""
+    ddp, one = _weights(runs.root / "ddp", model), _weights(runs.root / "one", model)
     trained = [k for k in one if ".encoder." in k or ".decoder." in k]
     assert trained
     for key in trained:

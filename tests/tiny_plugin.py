@@ -5,6 +5,8 @@ It proves the gradient trainer, checkpoints and the run pipeline without any rea
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,7 +20,8 @@ from ad_core.specs import ModelSpec
 class TinyAE(AnomalyModel):
     """Reconstruction autoencoder; score = max of the per-pixel squared error map."""
 
-    def __init__(self, width: int = 8, lr: float = 1e-2, blow_up_at: int = -1, pretrained: bool = False) -> None:
+    def __init__(self, width: int = 8, lr: float = 1e-2, blow_up_at: int = -1, pretrained: bool = False,
+                 rank_dependent_init: bool = False) -> None:
         super().__init__()
         if pretrained:  # stands for a backbone whose weights are not on this machine
             raise MissingWeightsError("no pretrained weights for backbone 'tiny': put them at backbones/tiny.safetensors")
@@ -29,6 +32,11 @@ class TinyAE(AnomalyModel):
                                      nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU())
         self.decoder = nn.Sequential(nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU(),
                                      nn.ConvTranspose2d(width, 3, 4, stride=2, padding=1))
+        if rank_dependent_init:  # stands for a third-party model whose initialisation ignores the run's seed
+            noise = torch.Generator().manual_seed(1000 + int(os.environ.get("RANK", "0")))
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.add_(0.1 * torch.randn(p.shape, generator=noise))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(images))
@@ -56,4 +64,5 @@ class TinyPlugin:
         register(ModelSpec(name="tiny-ae", paradigm="test", min_image_size=4, factory="tiny_plugin:TinyAE", trainer="gradient",
                            paper="test-only model", defaults={"width": 8, "num_epochs": 3, "batch_size": 8,
                                                               "image_size": 32},
-                           variants={"tiny-ae-wide": {"width": 16}, "tiny-ae-pretrained": {"pretrained": True}}))
+                           variants={"tiny-ae-wide": {"width": 16}, "tiny-ae-pretrained": {"pretrained": True},
+                                     "tiny-ae-unseeded": {"rank_dependent_init": True}}))
