@@ -83,6 +83,14 @@ class AnomalyModel(nn.Module):
     def on_train_batch_end(self, step: int) -> None:
         """After optimiser step `step` (counted from 1)."""
 
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """Training-time tensors outside `state_dict()` (a private generator's state, a running maximum) that a
+        killed run needs back to resume exactly; saved in the training state, never in the checkpoint."""
+        return {}
+
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Take back what `training_state` returned, when a run resumes (empty from a state saved without it)."""
+
     def finalize(self) -> None:
         """Post-fit statistics, in eval mode; the default only marks the model fitted."""
         self.mark_fitted()

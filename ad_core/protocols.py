@@ -90,6 +90,10 @@ class TrainableModel(FittableModel, Protocol):
 
     def on_train_batch_end(self, step: int) -> None: ...
 
+    def training_state(self) -> dict[str, torch.Tensor]: ...
+
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None: ...
+
 
 class Dataset(Protocol):
     """A map-style dataset of samples for one split."""

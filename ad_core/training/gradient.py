@@ -33,7 +33,9 @@ process trains on its share of every batch, gradients are averaged before every 
 too through `ctx.clip`/`ctx.step_optimizer`, and rank 0 alone saves the state).
 
 Resume is exact: model, optimisers, schedulers, EMA, fp16 scaler, the torch/CUDA/Python/NumPy generators and the
-data loader's shuffle generator (`fit(..., generator=loader.generator)`) are saved and restored, and a resumed
+data loader's shuffle generator (`fit(..., generator=loader.generator)`) and the model's own training-time
+tensors outside its weights (`training_state()` / `load_training_state(state)`: a private generator, a running
+maximum) are saved and restored, and a resumed
 epoch skips the batches it had trained on. Parameters and buffers are checked for NaN/Inf after every epoch,
 before every save and after `finalize`; a non-finite training state is never saved.
 """
@@ -65,6 +67,7 @@ from ad_core.training.state import (
 from ad_core.types import Batch, FitReport
 
 TRAINER = "gradient"  # names the trainer in its saved state
+MODEL_STATE = "model_state."  # prefix of the model's own training_state() tensors in the saved state
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -181,6 +184,7 @@ class GradientTrainer:
             return
         check_finite_state(model, f"at epoch {progress.epoch + 1}, step {progress.step}", ema)
         tensors = ema.tensors() if ema is not None else {}
+        tensors.update({f"{MODEL_STATE}{k}": v for k, v in model.training_state().items()})
         if generator is not None:
             tensors["loader_generator"] = epoch_start if progress.batch_in_epoch else generator.get_state()
         if best is not None:
@@ -216,6 +220,7 @@ class GradientTrainer:
             self._check_saved(saved, plan, model)
             saved.restore(model, optimizers, [s.scheduler for s in schedulers])
             extra = saved.extra
+            model.load_training_state({k[len(MODEL_STATE):]: v for k, v in extra.items() if k.startswith(MODEL_STATE)})
             if ema is not None:
                 ema.load(extra)
             if scaler is not None and saved.meta.get("scaler"):

@@ -158,6 +158,15 @@ class CFlow(AnomalyModel):
                 self._epoch_max[scale] = max(float(self._epoch_max[scale]), float(log_prob.detach().max()))
         return torch.tensor(total / count)
 
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """The fiber shuffle's generator and this epoch's running maxima: a resumed run continues them."""
+        return {"fiber_generator": self._generator.get_state(), "epoch_max": self._epoch_max.clone()}
+
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            self._generator.set_state(state["fiber_generator"])
+            self._epoch_max.copy_(state["epoch_max"])
+
     def on_train_epoch_end(self, epoch: int) -> None:
         self.log_prob_max.copy_(self._epoch_max.to(self.log_prob_max))
         self._epoch_max.fill_(-math.inf)
