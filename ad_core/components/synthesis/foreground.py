@@ -4,8 +4,8 @@ category.
 
 A folder holds one mask per training image, named after the image's file stem (`000.png` for
 `train/good/000.png`, any image suffix); nonzero is foreground (`ad_core.data.images.read_mask`). A mask is
-resized to the model input with nearest-neighbour sampling, so it lines up with an image that was resized
-(not cropped) to that size.
+resized to the model input by nearest-neighbour sampling at pixel centres (as PIL's NEAREST), so it lines up with
+an image that was resized (not cropped) to that size.
 """
 
 from __future__ import annotations
@@ -46,4 +46,4 @@ class ForegroundMasks:
         if self.folder is None:
             return None
         mask = torch.from_numpy(read_mask(mask_file(self.folder, image_path))).float()[None, None]
-        return F.interpolate(mask, size=tuple(size), mode="nearest")[0, 0]
+        return F.interpolate(mask, size=tuple(size), mode="nearest-exact")[0, 0]
