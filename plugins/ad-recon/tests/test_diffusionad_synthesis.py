@@ -1,5 +1,6 @@
 """DiffusionAD's synthetic anomalies: the strip shuffle of the self-augmentation, masks on the foreground,
-the choice of texture, changes only inside the masks, and the authors' self-augmentation default."""
+the choice of texture, changes only inside the masks, the authors' self-augmentation default, and training reading
+each image's foreground from its path."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ad_core.plugin_api import Batch, StepContext, seed_everything
 from ad_core.plugin_api import components as C
 from ad_recon.diffusionad import DiffusionAD
 from ad_recon.diffusionad_synthesis import DiffusionADSynthesis, anomaly_mask, shuffle_strips
@@ -99,3 +101,16 @@ def test_bad_synthesis_settings_are_clear_errors(tmp_path) -> None:
         synthesis(opacity_range=(0.8, 0.2))
     with pytest.raises(C.ForegroundMaskError, match="does not exist"):
         DiffusionAD(**TINY, foreground_dir=str(tmp_path / "missing"))
+
+
+def test_training_reads_each_images_foreground_from_its_path(tmp_path) -> None:
+    """An image whose foreground mask is empty gets no anomaly (its mask stays empty), so it counts as normal."""
+    Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(tmp_path / "empty.png")
+    batch = Batch(torch.rand(2, 3, 32, 32), torch.zeros(2, dtype=torch.long), None, ["good/empty.png"] * 2, [""] * 2)
+    logged = []
+    for folder in (None, str(tmp_path)):
+        seed_everything(0)
+        ctx = StepContext(optimizers=[], schedulers=[], scaler=None, grad_clip=None)
+        DiffusionAD(**TINY, anomaly_probability=1.0, foreground_dir=folder).training_step(batch, ctx)
+        logged.append(ctx.logged["noise_loss"])
+    assert logged[0] == 0.0 and logged[1] > 1.0  # anomalous without foregrounds; normal (noise learnt) with them
