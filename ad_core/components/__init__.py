@@ -13,8 +13,9 @@ public ones:
 - losses: `ssim`, `ssim_loss`, `focal_loss`
 - reverse_decoder: `OneClassBottleneck`, `ReverseDecoder`, `resnet_layout`, `DECODER_BLOCKS`, `init_weights`
   (the reverse-distillation bottleneck and student)
-- synthesis: Perlin noise and masks, texture sources, blending, feature noise, the image operations of
-  texture augmentations (`rotate`, `equalize`, `autocontrast`, `grayscale`, `rgb_to_hsv`, `hsv_to_rgb`, `shift_hue`)
+- synthesis: Perlin noise and masks, texture sources, foreground masks (`ForegroundMasks`), blending, feature
+  noise, the image operations of texture augmentations (`rotate`, `equalize`, `autocontrast`, `grayscale`,
+  `rgb_to_hsv`, `hsv_to_rgb`, `shift_hue`)
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ _HOMES = {
     "init_weights": "reverse_decoder",
     "resnet_layout": "reverse_decoder",
     "DECODER_BLOCKS": "reverse_decoder",
+    "ForegroundMasks": "synthesis",
+    "ForegroundMaskError": "synthesis",
     "TextureSource": "synthesis",
     "TextureSourceError": "synthesis",
     "blend_anomaly": "synthesis",

@@ -1,10 +1,12 @@
-"""Synthetic anomalies for models that train on them (DRAEM, DSR, DiffusionAD, GLASS, SuperSimpleNet).
+"""Synthetic anomalies for models that train on them (DRAEM, DSR, DiffusionAD, GLASS, SuperSimpleNet), and the
+foreground masks that keep them on the object.
 
 Every draw takes a `torch.Generator`, never global random state, so a model's synthesis is reproducible
 from its own seed.
 """
 
 from ad_core.components.synthesis.blending import blend_anomaly, feature_noise, restrict_to_foreground
+from ad_core.components.synthesis.foreground import ForegroundMaskError, ForegroundMasks
 from ad_core.components.synthesis.image_ops import (
     autocontrast,
     equalize,
@@ -18,6 +20,8 @@ from ad_core.components.synthesis.perlin import fractal_perlin_noise, perlin_fro
 from ad_core.components.synthesis.textures import TextureSource, TextureSourceError, procedural_texture
 
 __all__ = [
+    "ForegroundMaskError",
+    "ForegroundMasks",
     "TextureSource",
     "TextureSourceError",
     "autocontrast",

@@ -1,5 +1,6 @@
 """DiffusionAD's pieces against direct computation: the DDPM closed forms, the norm-guided combination, the
-UNet's layout, the score, the mask loss, the synthesis, the noise loss on normal images only, and resume."""
+UNet's layout, the score, the mask loss, the noise loss on normal images only, the segmentation rate's schedule,
+and resume (the synthesis: test_diffusionad_synthesis.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from ad_core.plugin_api import Batch, GradientTrainer, StepContext, seed_everything
+from ad_core.plugin_api import Batch, GradientTrainer, StepContext, TrainingPlan, seed_everything
 from ad_recon.diffusion_schedule import LinearSchedule
 from ad_recon.diffusion_unet import AttentionBlock, GuidedDiffusionUNet, timestep_embedding
-from ad_recon.diffusionad import DiffusionAD, SegmentationSubNetwork, mask_loss, top_k_mean
+from ad_recon.diffusionad import DiffusionAD, SegmentationSubNetwork, cosine_factor, mask_loss, top_k_mean
 
 TINY = {"base_channels": 32, "channel_mults": [1, 2], "num_res_blocks": 1, "attention_downsample": [],
         "num_heads": 2, "seg_base_channels": 4}
@@ -160,19 +161,6 @@ def test_mask_loss_is_five_binary_focal_plus_smooth_l1() -> None:
     torch.testing.assert_close(mask_loss(p, target, 5.0, 0.5, 4.0), 5 * focal + smooth_l1, rtol=1e-3, atol=1e-4)
 
 
-def test_synthesis_changes_images_only_inside_the_masks() -> None:
-    model = DiffusionAD(**TINY, anomaly_probability=1.0)
-    images = torch.rand(4, 3, 32, 32)
-    augmented, masks, labels = model.synthesize(images, torch.Generator().manual_seed(3))
-    assert masks.shape == (4, 1, 32, 32) and set(masks.unique().tolist()) <= {0.0, 1.0}
-    assert labels.tolist() == [1, 1, 1, 1]  # a mask is redrawn while empty
-    outside = (masks == 0).expand_as(images)
-    assert torch.equal(augmented[outside], images[outside])
-    assert not torch.equal(augmented[~outside], images[~outside])
-    clean = DiffusionAD(**TINY, anomaly_probability=0.0).synthesize(images, torch.Generator().manual_seed(3))
-    assert torch.equal(clean[0], images) and clean[2].sum() == 0 and clean[1].sum() == 0
-
-
 @pytest.mark.parametrize("probability", [0.0, 1.0])
 def test_noise_is_learnt_on_normal_images_only(probability: float) -> None:
     seed_everything(0)
@@ -187,9 +175,48 @@ def test_noise_is_learnt_on_normal_images_only(probability: float) -> None:
     assert loss.item() == pytest.approx(ctx.logged["noise_loss"] + ctx.logged["mask_loss"], rel=1e-5)
 
 
+# -- the segmentation rate -------------------------------------------------------------------------------------
+def plan(total_steps: int) -> TrainingPlan:
+    return TrainingPlan(total_steps=total_steps, steps_per_epoch=5, num_epochs=None, max_steps=total_steps)
+
+
+def test_segmentation_rate_follows_the_authors_cosine_stepped_every_batch() -> None:
+    """The authors' `CosineAnnealingLR(T_max=10)` stepped after every batch: down to 0 in 10 steps, back up in 10,
+    and so on; the UNet's rate stays constant."""
+    model = DiffusionAD(**TINY)
+    (unet, entry) = model.configure_optimizers(plan(1000))
+    seg, scheduler = entry["optimizer"], entry["scheduler"]
+    reference_opt = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=1e-5)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(reference_opt, T_max=10, eta_min=0)
+    for step in range(45):
+        assert seg.param_groups[0]["lr"] == pytest.approx(reference_opt.param_groups[0]["lr"], abs=1e-12), step
+        assert seg.param_groups[0]["lr"] == pytest.approx(1e-5 * (1 + math.cos(math.pi * step / 10)) / 2, abs=1e-15)
+        assert unet.param_groups[0]["lr"] == 1e-4
+        for optimizer in (reference_opt, seg):
+            optimizer.step()  # no gradients: only the order torch expects before a scheduler step
+        reference.step()
+        scheduler.step()
+    assert cosine_factor(10, 10) == pytest.approx(0.0) and cosine_factor(20, 10) == pytest.approx(1.0)
+
+
+def test_without_a_period_the_segmentation_rate_anneals_once_over_the_run() -> None:
+    model = DiffusionAD(**TINY, seg_cosine_steps=None)
+    _, entry = model.configure_optimizers(plan(40))
+    for _ in range(20):
+        entry["optimizer"].step()
+        entry["scheduler"].step()
+    assert entry["optimizer"].param_groups[0]["lr"] == pytest.approx(0.5e-5)
+    for _ in range(20):
+        entry["optimizer"].step()
+        entry["scheduler"].step()
+    assert entry["optimizer"].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-15)
+
+
 def test_bad_settings_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="normal_t_range"):
         DiffusionAD(**TINY, normal_t_range=1000)
+    with pytest.raises(ValueError, match="seg_cosine_steps"):
+        DiffusionAD(**TINY, seg_cosine_steps=0)
     with pytest.raises(ValueError, match="multiple of 32"):
         GuidedDiffusionUNet(base_channels=16)
 

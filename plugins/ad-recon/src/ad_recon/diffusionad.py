@@ -9,12 +9,14 @@ towards it (`LinearSchedule.guided_noise`, weight `condition_w`), then x̂_0 com
 estimate. A DRAEM-like segmentation network reads [input, x̂_0] and outputs the anomaly mask (the map); the
 image score is the mean of its `top_k` largest pixels.
 
-Training (the authors' recipe): half of the images get a synthetic anomaly (a Perlin mask filled with a
-texture at opacity in [0.2, 0.8)); the UNet learns the noise of the normal images at a random normal step
-t_a ∈ [0, 300) and a random noisier step t_b ∈ [300, T) (MSE); the segmentation network learns the masks
-from [augmented image, guided x̂_0] (5 × focal loss, α 0.5, γ 4, plus SmoothL1); one loss trains both
-networks end to end, the UNet with Adam at 1e-4, the segmentation network with Adam at 1e-5 and cosine
-annealing. Inference uses t_a = 200, t_b = 400: two UNet passes and one segmentation pass per image.
+Training (the authors' recipe): half of the images get a synthetic anomaly (`ad_recon.diffusionad_synthesis`:
+a rotated Perlin mask, kept on the object's foreground when foreground masks are given, filled with an augmented
+texture or, for objects, the image's own shuffled strips); the UNet learns the noise of the normal images at a
+random normal step t_a ∈ [0, 300) and a random noisier step t_b ∈ [300, T) (MSE); the segmentation network
+learns the masks from [augmented image, guided x̂_0] (5 × focal loss, α 0.5, γ 4, plus SmoothL1); one loss
+trains both networks end to end, the UNet with Adam at 1e-4, the segmentation network with Adam at 1e-5 under
+the authors' cosine schedule (`seg_cosine_steps`). Inference uses t_a = 200, t_b = 400: two UNet passes and one
+segmentation pass per image.
 
 Images enter in [0, 1] (the spec turns ImageNet normalisation off), as in the authors' code. The inference
 noise is one fixed draw from `noise_seed`, the same for every image, so a prediction is deterministic and does
@@ -23,6 +25,7 @@ not depend on the batch (the authors draw fresh noise per call).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -32,9 +35,10 @@ from torch import nn
 from ad_core.plugin_api import AnomalyModel, Batch, StepContext, TrainingPlan, components
 from ad_recon.diffusion_schedule import LinearSchedule
 from ad_recon.diffusion_unet import GuidedDiffusionUNet
+from ad_recon.diffusionad_synthesis import DiffusionADSynthesis
 
 SEGMENTATION_DOWNSAMPLE = 32  # five 2x2 max-poolings
-MASK_TRIES = 50  # Perlin draws before an empty mask is accepted (the authors' limit)
+SELF_AUGMENT_WITH_FOREGROUND = 0.5  # the authors self-augment half of their object categories' anomalies
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -87,6 +91,16 @@ def top_k_mean(maps: torch.Tensor, k: int) -> torch.Tensor:
     return flat.topk(min(k, flat.shape[1]), dim=1).values.mean(dim=1)
 
 
+def cosine_factor(step: int, half_period: int) -> float:
+    """The segmentation rate's factor after `step` optimiser steps: (1 + cos(π step / half_period)) / 2.
+
+    It falls from 1 to 0 over `half_period` steps and, past it, rises back and falls again with period
+    2 × `half_period`: the closed form of torch's `CosineAnnealingLR(T_max=half_period, eta_min=0)` stepped on,
+    which the authors step after every batch with T_max = 10.
+    """
+    return 0.5 * (1.0 + math.cos(math.pi * step / half_period))
+
+
 def mask_loss(predicted: torch.Tensor, target: torch.Tensor, focal_weight: float, alpha: float,
               gamma: float) -> torch.Tensor:
     """focal_weight × focal(α, γ) + SmoothL1 between the predicted mask probabilities and the target [B, 1, H, W]."""
@@ -120,9 +134,12 @@ class DiffusionAD(AnomalyModel):
         focal_weight: float = 5.0,
         focal_alpha: float = 0.5,
         focal_gamma: float = 4.0,
+        seg_cosine_steps: int | None = 10,
         anomaly_probability: float = 0.5,
         opacity_range: Sequence[float] = (0.2, 0.8),
         anomaly_source_dir: str | None = None,
+        foreground_dir: str | None = None,
+        self_augment_probability: float | None = None,
         top_k: int = 50,
         noise_seed: int = 0,
     ) -> None:
@@ -132,11 +149,9 @@ class DiffusionAD(AnomalyModel):
         if not 0 <= eval_normal_t < timesteps or not 0 <= eval_noisier_t < timesteps:
             raise ValueError(f"eval_normal_t and eval_noisier_t must lie in [0, {timesteps}), "
                              f"got {eval_normal_t}, {eval_noisier_t}")
-        if not 0.0 <= anomaly_probability <= 1.0:
-            raise ValueError(f"anomaly_probability must lie in [0, 1], got {anomaly_probability}")
-        low, high = (float(v) for v in opacity_range)
-        if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"opacity_range must be [low, high] within [0, 1], got {list(opacity_range)}")
+        if seg_cosine_steps is not None and seg_cosine_steps < 1:
+            raise ValueError(f"seg_cosine_steps must be at least 1 (or None: one annealing over the run), "
+                             f"got {seg_cosine_steps}")
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.unet = GuidedDiffusionUNet(3, base_channels, channel_mults, num_res_blocks, attention_downsample,
@@ -147,8 +162,13 @@ class DiffusionAD(AnomalyModel):
         self.eval_normal_t, self.eval_noisier_t = int(eval_normal_t), int(eval_noisier_t)
         self.lr, self.seg_lr, self.weight_decay = float(lr), float(seg_lr), float(weight_decay)
         self.focal_weight, self.focal_alpha, self.focal_gamma = float(focal_weight), float(focal_alpha), float(focal_gamma)
-        self.anomaly_probability, self.opacity_range = float(anomaly_probability), (low, high)
-        self.textures = components.TextureSource(anomaly_source_dir)
+        self.seg_cosine_steps = None if seg_cosine_steps is None else int(seg_cosine_steps)
+        foregrounds = components.ForegroundMasks(foreground_dir)
+        if self_augment_probability is None:  # the authors' choice: objects (with foregrounds) yes, textures no
+            self_augment_probability = SELF_AUGMENT_WITH_FOREGROUND if foreground_dir is not None else 0.0
+        self.synthesis = DiffusionADSynthesis(components.TextureSource(anomaly_source_dir), foregrounds,
+                                              float(anomaly_probability), float(self_augment_probability),
+                                              opacity_range)
         self.top_k, self.noise_seed = int(top_k), int(noise_seed)
         self.multiple = max(SEGMENTATION_DOWNSAMPLE, self.unet.downsample_factor)
 
@@ -174,33 +194,11 @@ class DiffusionAD(AnomalyModel):
         return F.pad(images, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else images
 
     # -- training -----------------------------------------------------------------------------------------
-    def synthesize(self, images: torch.Tensor, generator: torch.Generator
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(augmented images, masks [B, 1, H, W], labels [B]): each image gets an anomaly with probability
-        `anomaly_probability`, a Perlin mask (redrawn up to 50 times while empty) filled with a texture."""
-        h, w = images.shape[-2:]
-        augmented, masks = [], []
-        low, high = self.opacity_range
-        for image in images:
-            mask = torch.zeros(h, w)
-            if float(torch.rand(1, generator=generator)) < self.anomaly_probability:
-                for _ in range(MASK_TRIES):
-                    mask = components.perlin_mask((h, w), generator)
-                    if mask.any():
-                        break
-                texture = self.textures.sample((h, w), generator).to(image)
-                opacity = low + (high - low) * float(torch.rand(1, generator=generator))
-                image = components.blend_anomaly(image, texture, mask.to(image.device), opacity)
-            augmented.append(image)
-            masks.append(mask)
-        mask_batch = torch.stack(masks)[:, None].to(images)
-        return torch.stack(augmented), mask_batch, (mask_batch.flatten(1).amax(dim=1) > 0).long()
-
     def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
         # One generator per step, seeded from the global torch state (which the trainer saves and restores),
         # so synthesis, steps and noise are reproducible and a resumed run continues exactly.
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
-        images, masks, labels = self.synthesize(batch.image, generator)
+        images, masks, labels = self.synthesis(batch.image, batch.path, generator)
         images, masks = self._padded(images), self._padded(masks)
         b, device = images.shape[0], images.device
         normal_t = torch.randint(0, self.normal_t_range, (b,), generator=generator).to(device)
@@ -221,7 +219,8 @@ class DiffusionAD(AnomalyModel):
     def configure_optimizers(self, plan: TrainingPlan) -> list:
         unet = torch.optim.Adam(self.unet.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         seg = torch.optim.Adam(self.segmentation.parameters(), lr=self.seg_lr, weight_decay=self.weight_decay)
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(seg, T_max=max(plan.total_steps, 1))
+        half_period = self.seg_cosine_steps or max(plan.total_steps, 1)
+        cosine = torch.optim.lr_scheduler.LambdaLR(seg, lambda step: cosine_factor(step, half_period))
         return [unet, {"optimizer": seg, "scheduler": cosine, "interval": "step"}]
 
     # -- inference ----------------------------------------------------------------------------------------
