@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from ad_core.plugin_api import Batch, GradientTrainer, StepContext, TrainingPlan, seed_everything
+from ad_core.plugin_api import Batch, GradientTrainer, StepContext, TrainingPlan, normal_batch, seed_everything
 from ad_recon.diffusion_schedule import LinearSchedule
 from ad_recon.diffusion_unet import AttentionBlock, GuidedDiffusionUNet, timestep_embedding
 from ad_recon.diffusionad import DiffusionAD, SegmentationSubNetwork, cosine_factor, mask_loss, top_k_mean
@@ -25,10 +25,6 @@ def alpha_bar(t: int, timesteps: int = 1000, start: float = 1e-4, end: float = 0
     for s in range(t + 1):
         product *= 1.0 - (start + (end - start) * s / (timesteps - 1))
     return product
-
-
-def batch_of(images: torch.Tensor) -> Batch:
-    return Batch(images, torch.zeros(len(images), dtype=torch.long), None, [""] * len(images), [""] * len(images))
 
 
 def context() -> StepContext:
@@ -166,7 +162,7 @@ def test_noise_is_learnt_on_normal_images_only(probability: float) -> None:
     seed_everything(0)
     model = DiffusionAD(**TINY, anomaly_probability=probability)
     ctx = context()
-    loss = model.training_step(batch_of(torch.rand(2, 3, 32, 32)), ctx)
+    loss = model.training_step(normal_batch(torch.rand(2, 3, 32, 32)), ctx)
     # the zero-initialised UNet predicts ε̂ = 0, so on normal images the noise loss is E[ε²] per branch (≈ 2)
     if probability == 0.0:
         assert 1.5 < ctx.logged["noise_loss"] < 2.5
@@ -228,7 +224,7 @@ class Killed(RuntimeError):
 
 def test_resume_after_a_kill_continues_to_the_straight_runs_weights(tmp_path) -> None:
     g = torch.Generator().manual_seed(0)
-    data = [batch_of(torch.rand(2, 3, 32, 32, generator=g)) for _ in range(3)]
+    data = [normal_batch(torch.rand(2, 3, 32, 32, generator=g)) for _ in range(3)]
 
     def fresh() -> DiffusionAD:
         seed_everything(0)
