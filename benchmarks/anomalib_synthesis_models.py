@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None,
                         help="stop after this many training batches, without validation (max_epochs stays "
                              "--epochs, so SuperSimpleNet's epoch milestones keep their places)")
+    parser.add_argument("--noise-std", type=float, default=None,
+                        help="SuperSimpleNet: the feature noise σ (anomalib fixes the paper's 0.015; our noise_std)")
     parser.add_argument("--svd", type=int, default=0, help="GLASS: 1 = hypersphere projection, 0 = manifold")
     parser.add_argument("--draem-widths", type=int, nargs=2, default=None, metavar=("RECON", "DISCR"),
                         help="DRAEM's base widths (anomalib hard-codes the paper's 128 and 64)")
@@ -90,6 +92,8 @@ def main() -> None:
     elif args.model == "supersimplenet":
         model = Supersimplenet(backbone=args.backbone, visualizer=False,
                                pre_processor=Supersimplenet.configure_pre_processor(image_size=size))
+        if args.noise_std is not None:
+            model.model.anomaly_generator.noise_std = args.noise_std
     else:
         model = Glass(input_shape=size, anomaly_source_path=args.texture_dir, backbone=args.backbone,
                       pre_trained=not args.train_backbone, svd=args.svd, visualizer=False,
@@ -114,7 +118,7 @@ def main() -> None:
                       "texture_dir": args.texture_dir,
                       "train_backbone": args.train_backbone, "max_steps": args.max_steps,
                       "backbone": args.backbone, "image_size": args.image_size, "batch_size": args.batch_size,
-                      "seed": args.seed, "svd": args.svd,
+                      "seed": args.seed, "svd": args.svd, "noise_std": args.noise_std,
                       "train_batches": engine.trainer.fit_loop.total_batch_idx + 1}))
 
 
