@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--draem-widths", type=int, nargs=2, default=None, metavar=("RECON", "DISCR"),
                         help="DRAEM's base widths (anomalib hard-codes the paper's 128 and 64)")
     args = parser.parse_args()
+    if args.noise_std is not None and args.model != "supersimplenet":
+        parser.error("--noise-std is SuperSimpleNet's")
 
     import torch
     import torchvision  # noqa: F401  (part of the import floor, as on our side)
