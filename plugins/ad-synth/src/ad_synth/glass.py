@@ -23,12 +23,9 @@ outputs, the map upsampled and blurred (σ 4), the image score the map's maximum
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from ad_core.plugin_api import AnomalyModel, BackboneConfig, Batch, StepContext, TrainingPlan, components, gaussian_blur
@@ -164,13 +161,13 @@ class Glass(AnomalyModel):
             raise ValueError(f"texture_augmentations must be in [0, 9] (of the authors' nine), "
                              f"got {texture_augmentations}")
         self.texture_augmentations = int(texture_augmentations)
-        self.foreground_dir = None if foreground_dir is None else Path(foreground_dir).expanduser()
-        if self.foreground_dir is not None and not self.foreground_dir.is_dir():
-            raise ValueError(f"foreground_dir {self.foreground_dir} does not exist or is not a folder")
+        self.foreground = components.ForegroundMasks(foreground_dir)
         self.generator = components.seeded_generator(self.seed)
         # 1: hypersphere, 0: manifold (the rule's outcome, kept with the model for the record).
         self.register_buffer("hypersphere", torch.zeros((), dtype=torch.bool))
         self.center = torch.empty(0)
+        self._center_epoch = -1  # the epoch `center` was computed for
+        self._resumed_center: tuple[int, torch.Tensor] | None = None
         self._loader: Iterable[Batch] | None = None
 
     # -- features ------------------------------------------------------------------------------------------------
@@ -193,8 +190,24 @@ class Glass(AnomalyModel):
         else:
             self.hypersphere.fill_(self.distribution == "hypersphere")
 
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """The synthesis generator and the epoch's feature centre: a run resumed mid-epoch keeps both."""
+        return {"generator": self.generator.get_state(), "center": self.center.detach().cpu(),
+                "center_epoch": torch.tensor(self._center_epoch)}
+
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            self.generator.set_state(state["generator"])
+            self._resumed_center = (int(state["center_epoch"]), state["center"])
+
     def on_train_epoch_start(self, epoch: int) -> None:
-        """The centre of the normal features, per patch position, recomputed before every epoch (the authors)."""
+        """The centre of the normal features, per patch position, recomputed before every epoch (the authors);
+        an epoch re-entered by a resumed run takes the centre computed at its start."""
+        resumed, self._resumed_center = self._resumed_center, None
+        self._center_epoch = epoch
+        if resumed is not None and resumed[0] == epoch:
+            self.center = resumed[1].to(next(self.projection.parameters()).device)
+            return
         total, count = None, 0
         with torch.no_grad():
             for batch in self._loader or []:
@@ -213,25 +226,13 @@ class Glass(AnomalyModel):
         std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
         return (images * std + mean).clamp(0, 1)
 
-    def _foreground(self, path: str, size: tuple[int, int]) -> torch.Tensor | None:
-        """The foreground mask `<foreground_dir>/<image stem>.png` at `size`, or None without a folder."""
-        if self.foreground_dir is None:
-            return None
-        candidates = sorted(self.foreground_dir.glob(f"{Path(path).stem}.*"))
-        if not candidates:
-            raise FileNotFoundError(f"no foreground mask for {path} in {self.foreground_dir} "
-                                    f"(expected {Path(path).stem}.png)")
-        with Image.open(candidates[0]) as img:
-            mask = img.convert("L").resize((size[1], size[0]), Image.NEAREST)
-        return torch.from_numpy((np.asarray(mask) > 0).astype(np.float32))
-
     def local_anomalies(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """LAS: images with textures blended in under Perlin masks (normalised like the batch), and the masks."""
         pixels = self._pixels(batch.image).cpu()
         size = tuple(pixels.shape[-2:])
         augmented, masks = [], []
         for i, image in enumerate(pixels):
-            mask = las_mask(size, self.generator, self._foreground(batch.path[i], size) if batch.path else None)
+            mask = las_mask(size, self.generator, self.foreground.load(batch.path[i], size) if batch.path else None)
             texture = augment_las_texture(self.textures.sample(size, self.generator), self.generator,
                                           self.texture_augmentations)
             opacity = 1 - float(torch.clamp(0.5 + 0.1 * torch.randn(1, generator=self.generator), 0.2, 0.8))

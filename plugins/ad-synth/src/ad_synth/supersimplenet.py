@@ -202,6 +202,15 @@ class SuperSimpleNet(AnomalyModel):
             warnings.warn("supersimplenet-supervised without defect_dir learns only from labelled defects in the "
                           "training batches; name a folder of defects with masks (defect_dir=...)", stacklevel=2)
 
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """The synthesis generator and the count of real defects seen: a resumed run continues both."""
+        return {"generator": self.generator.get_state(), "real_defects_seen": torch.tensor(self.real_defects_seen)}
+
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            self.generator.set_state(state["generator"])
+            self.real_defects_seen = int(state["real_defects_seen"])
+
     def _defect_batch(self, size: tuple[int, int], count: int, device: torch.device) -> DefectSet | None:
         """`count` real defects drawn from the defect folder (read once, at the training size), normalised."""
         if self.defect_dir is None:
