@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ad_core import train
 from ad_core.data import write_demo_dataset
 
@@ -38,9 +40,10 @@ def _value(text: str) -> Any:
 
 
 def figures(runs: list) -> dict[str, dict[str, float]]:
-    """{category: {image_auroc, pixel_auroc, fit_s}} of a list of `RunResult`s."""
+    """{category: {image_auroc, pixel_auroc, fit_s, steps}} of a list of `RunResult`s (steps: optimiser steps of
+    the fit, None for a model fitted in one pass)."""
     return {r.category: {"image_auroc": r.image_auroc, "pixel_auroc": r.pixel_auroc,
-                         "fit_s": r.run.get("fit_seconds")} for r in runs}
+                         "fit_s": r.run.get("fit_seconds"), "steps": r.run.get("steps")} for r in runs}
 
 
 def compare(model: str, dataset: str, categories: list[str], root: str | None, out: Path,
@@ -81,16 +84,26 @@ def main() -> None:
     parser.add_argument("--pretrained", type=_value, default=False)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="A run option for every model, e.g. num_epochs=3 (gradient models).")
+    parser.add_argument("--model-set", action="append", default=[], metavar="MODEL:KEY=VALUE",
+                        help="A run option for one model only, e.g. dinomaly-small-224:center_crop=56.")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice).")
     parser.add_argument("--with-magnetic-tile", type=Path, metavar="DIR",
                         help="Unify the magnetic tiles (DIR/magnetic_tile, MVTec layout) with the demo categories.")
     parser.add_argument("--output", type=Path, help="Run folders (default: a temporary folder).")
     parser.add_argument("--json", type=Path, help="Write the record here.")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     overrides: dict[str, Any] = {"image_size": args.image_size, "seed": args.seed, "pretrained": args.pretrained}
     for item in args.set:
         key, _, raw = item.partition("=")
         overrides[key.strip()] = _value(raw)
+    per_model: dict[str, dict[str, Any]] = {}
+    for item in args.model_set:
+        model, _, option = item.partition(":")
+        key, _, raw = option.partition("=")
+        per_model.setdefault(model.strip(), {})[key.strip()] = _value(raw)
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         out = args.output or Path(tmp)
@@ -102,7 +115,9 @@ def main() -> None:
             dataset, categories = "mvtec", ["magnetic_tile", *categories]
         records = []
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
-            records.append(compare(model, dataset, categories, root, out / model, overrides))
+            options = {**overrides, **per_model.get(model, {})}
+            records.append({**compare(model, dataset, categories, root, out / model, options),
+                            "settings": options})
             print(markdown(records[-1:]), flush=True)
             if args.json:  # after every model, so a long grid keeps what it has measured
                 write_record(args.json, dataset, categories, overrides, records)
