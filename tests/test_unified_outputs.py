@@ -16,7 +16,7 @@ from ad_core.benchmarking.cells import _measurements
 from ad_core.benchmarking.examples import EXAMPLES_NAME, read_examples
 from ad_core.benchmarking.figures import example_maps
 from ad_core.benchmarking.leaderboard import UNIFIED_SUFFIX, collect
-from ad_core.benchmarking.report import _example_folders
+from ad_core.benchmarking.report import _example_folders, write_report
 from ad_core.cli import main
 from ad_core.data import get_dataset
 from ad_core.ensemble import select_top
@@ -136,6 +136,8 @@ def test_the_report_shows_a_unified_models_examples_beside_the_per_category_ones
     only_unified = _example_folders(rows, "disc", ranked)
     assert list(only_unified) == ["padim" + UNIFIED_SUFFIX]
     assert example_maps(bench, "demo", "disc", only_unified) is not None
+    page = write_report(bench)["html"].read_text()
+    assert '<img alt="demo disc anomaly maps"' in page and '<img alt="demo weave anomaly maps"' in page
 
 
 # -- ensembles over unified cells ----------------------------------------------------------------------------
