@@ -20,6 +20,7 @@ from ad_core.benchmarking.report import _example_folders, write_report
 from ad_core.cli import main
 from ad_core.data import get_dataset
 from ad_core.ensemble import select_top
+from ad_core.settings import settings
 from ad_core.unified import UnknownCategoryError
 
 CATEGORIES = ["weave", "disc"]
@@ -43,8 +44,12 @@ def bench(tmp_path_factory) -> Path:
     """A benchmark folder: PaDiM unified over weave and disc, and PaDiM per category on weave (32 px, random
     weights, same seed, so both hold out the same weave images)."""
     root = tmp_path_factory.mktemp("bench")
-    _cell(root, {"model": "padim", "categories": CATEGORIES, "category": "unified-weave+disc"})
-    _cell(root, {"model": "padim", "category": "weave"})
+    progress = settings.progress  # the child sets it off for its process; this is the test's process
+    try:
+        _cell(root, {"model": "padim", "categories": CATEGORIES, "category": "unified-weave+disc"})
+        _cell(root, {"model": "padim", "category": "weave"})
+    finally:
+        settings.progress = progress
     return root
 
 
