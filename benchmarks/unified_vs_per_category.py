@@ -73,6 +73,26 @@ def markdown(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summary_markdown(records: list[dict[str, Any]]) -> str:
+    """One row per model: each mode's AUROCs as `first / second / ... / mean` over the categories, and the
+    optimiser steps of each fit (images for a one-pass model)."""
+    def figures_of(rec: dict[str, Any], mode: str, key: str) -> str:
+        values = [f"{rec[mode][c][key]:.3f}" for c in rec["categories"]]
+        return " / ".join([*values, f"**{rec['mean'][mode][key]:.3f}**"])
+
+    def steps(rec: dict[str, Any], mode: str) -> str:
+        found = {rec[mode][c].get("steps") for c in rec["categories"]}
+        return "/".join(str(s) for s in sorted(found, key=str))
+
+    lines = ["| model | steps per-category / unified | image AUROC per-category | image AUROC unified "
+             "| pixel AUROC per-category | pixel AUROC unified |", "|---|---|---|---|---|---|"]
+    for rec in records:
+        lines.append(f"| {rec['model']} | {steps(rec, 'per_category')} / {steps(rec, 'unified')} | "
+                     f"{figures_of(rec, 'per_category', 'image_auroc')} | {figures_of(rec, 'unified', 'image_auroc')} | "
+                     f"{figures_of(rec, 'per_category', 'pixel_auroc')} | {figures_of(rec, 'unified', 'pixel_auroc')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="padim,patchcore-r18,stfpm,fastflow")
@@ -121,7 +141,7 @@ def main() -> None:
             print(markdown(records[-1:]), flush=True)
             if args.json:  # after every model, so a long grid keeps what it has measured
                 write_record(args.json, dataset, categories, overrides, records)
-    print("\n" + markdown(records))
+    print("\n" + markdown(records) + "\n\n" + summary_markdown(records))
 
 
 def write_record(path: Path, dataset: str, categories: list[str], overrides: dict[str, Any],
