@@ -75,14 +75,14 @@ def markdown(records: list[dict[str, Any]]) -> str:
 
 def summary_markdown(records: list[dict[str, Any]]) -> str:
     """One row per model: each mode's AUROCs as `first / second / ... / mean` over the categories, and the
-    optimiser steps of each fit (images for a one-pass model)."""
+    optimiser steps of each fit (images for a one-pass model), per category in order where they differ."""
     def figures_of(rec: dict[str, Any], mode: str, key: str) -> str:
         values = [f"{rec[mode][c][key]:.3f}" for c in rec["categories"]]
         return " / ".join([*values, f"**{rec['mean'][mode][key]:.3f}**"])
 
-    def steps(rec: dict[str, Any], mode: str) -> str:
-        found = {rec[mode][c].get("steps") for c in rec["categories"]}
-        return "/".join(str(s) for s in sorted(found, key=str))
+    def steps(rec: dict[str, Any], mode: str) -> str:  # one number, or one per category where they differ
+        found = [str(rec[mode][c].get("steps")) for c in rec["categories"]]
+        return found[0] if len(set(found)) == 1 else ", ".join(found)
 
     lines = ["| model | steps per-category / unified | image AUROC per-category | image AUROC unified "
              "| pixel AUROC per-category | pixel AUROC unified |", "|---|---|---|---|---|---|"]
