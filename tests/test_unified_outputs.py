@@ -132,6 +132,13 @@ def test_a_unified_cell_stores_example_maps_per_category_at_its_thresholds(unifi
     assert record["examples"] == 2 * len(CATEGORIES)
 
 
+def test_a_per_category_cell_still_stores_its_examples_in_its_own_folder(bench) -> None:
+    folder = bench / "demo" / "weave" / "padim"
+    examples = read_examples(folder / EXAMPLES_NAME)
+    assert examples is not None and all(p.startswith("demo://weave/") for p in examples["paths"])
+    assert json.loads((folder / "cell.json").read_text())["examples"] == 2
+
+
 def test_the_report_shows_a_unified_models_examples_beside_the_per_category_ones(bench) -> None:
     rows = collect(bench)
     ranked = ["padim" + UNIFIED_SUFFIX, "padim"]
