@@ -3,7 +3,12 @@
 
 For each model: one run per category (`train(...)`), then one unified run over the same categories
 (`train(..., unified=True)`), same settings and seed; prints a Markdown table (per category and mean) and writes
-a JSON record. Examples:
+a JSON record. Set `max_steps` (not `num_epochs`) to give both modes the same number of optimiser steps: an epoch
+of the union is as many batches as all the categories' epochs together. Examples:
+
+    python benchmarks/unified_vs_per_category.py --threads 1 --models cfa-r18,dinomaly-small-224 \
+        --set max_steps=40 --set batch_size=8 --model-set dinomaly-small-224:center_crop=56 \
+        --json benchmarks/results/unified_vs_per_category_demo.json
 
     python benchmarks/unified_vs_per_category.py --models padim,patchcore-r18,stfpm,fastflow \\
         --dataset demo --categories weave,disc --image-size 64 --set num_epochs=3 \\
