@@ -170,12 +170,23 @@ def _check_shapes(state: dict[str, torch.Tensor], detector: Detector, weights: P
                                   f"{tuple(own[key].shape)} in model {model!r} built from {META_NAME}")
 
 
-def load_model(path: str | Path, expected_model: str | None = None, device: str | torch.device = "cpu") -> Detector:
+def load_model(path: str | Path, expected_model: str | None = None, device: str | torch.device = "cpu",
+               category: str | None = None) -> Detector:
     """Rebuild the exact trained detector from a checkpoint folder (predictions identical).
 
     A folder of another registered kind (an ensemble written by `ad_core.build_ensemble`) loads as one detector
-    too, through the loader its layer registered.
+    too, through the loader its layer registered. `category` makes a unified run's detector decide with that
+    category's own thresholds (`ad_core.unified.use_category`); without it, with those chosen on the union.
     """
+    detector = _load_detector(path, expected_model, device)
+    if category is not None:
+        from ad_core.unified import use_category
+
+        use_category(detector, category)
+    return detector
+
+
+def _load_detector(path: str | Path, expected_model: str | None, device: str | torch.device) -> Detector:
     from ad_core.building import build_model
 
     kind = folder_kind(path)

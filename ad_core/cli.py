@@ -270,12 +270,16 @@ def test_cmd(checkpoint: Path, dataset: str, category: str, root, output_dir, de
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--batch-size", type=int, default=16)
 @click.option("--device", default=None)
-def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: bool, batch_size: int, device) -> None:
+@click.option("--category", help="A unified run decides with this category's own thresholds (default: those "
+                                 "chosen on all its categories).")
+def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: bool, batch_size: int, device,
+                category: str | None) -> None:
     """Score images or folders of images with a trained CHECKPOINT."""
     from ad_core.inference import predict_paths
 
     try:
-        rows = predict_paths(checkpoint, list(inputs), output_dir=output, batch_size=batch_size, device=device)
+        rows = predict_paths(checkpoint, list(inputs), output_dir=output, batch_size=batch_size, device=device,
+                             category=category)
     except Exception as exc:
         _fail(exc)
     failed = [r for r in rows if "error" in r]

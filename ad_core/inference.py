@@ -105,14 +105,16 @@ def overlay_names(paths: Sequence[Path], inputs: Sequence[Path]) -> list[Path]:
 
 
 def predict_paths(checkpoint: str | Path, inputs: list[Path], output_dir: Path | None = None,
-                  batch_size: int = 16, device: str | None = None) -> list[dict[str, Any]]:
+                  batch_size: int = 16, device: str | None = None,
+                  category: str | None = None) -> list[dict[str, Any]]:
     """`adcore predict`: per image the raw score, 0-1 score, label at the stored threshold and, with
-    `output_dir`, an overlay picture at the image's original size."""
+    `output_dir`, an overlay picture at the image's original size. `category`: a unified run decides with
+    that category's thresholds (see `load_model`)."""
     from ad_core.checkpoint import load_model
     from ad_core.reports.overlay import save_overlay
     from ad_core.settings import resolve_device
 
-    detector = load_model(checkpoint, device=resolve_device(device))
+    detector = load_model(checkpoint, device=resolve_device(device), category=category)
     unreadable: list[tuple[Path, str]] = []
     results = detect_paths(detector, inputs, batch_size, unreadable)
     names = overlay_names([r.path for r in results], inputs) if output_dir is not None else []

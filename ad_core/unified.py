@@ -48,6 +48,10 @@ class UnifiedTrainingError(ValueError):
     """Unified training was asked of a model that cannot do it, or with fewer than two categories."""
 
 
+class UnknownCategoryError(ValueError):
+    """A category was named that the loaded model was not trained and thresholded on."""
+
+
 def unified_label(categories: Iterable[str]) -> str:
     """The run folder name of a unified run: `unified-bottle+wood`, or `unified-15-<digest>` when that is long."""
     names = list(categories)
@@ -134,6 +138,27 @@ def apply_category(detector: Detector, category: str) -> bool:
         detector.post.calibrate_pixels(decisions["pixel_threshold"], *decisions["map_range"])
     detector.post.calibrate(decisions["threshold"]["value"], *decisions["score_range"])
     return True
+
+
+def use_category(detector: Detector, category: str) -> None:
+    """Make a loaded detector decide as it did for `category`: a unified run's per-category thresholds and ranges;
+    a per-category run keeps its own when `category` is the one it was trained on.
+
+    Raises `UnknownCategoryError` naming the categories the run knows, so a misspelt category never falls back
+    silently to the thresholds of another category or of the union.
+    """
+    categories = (detector.meta.get("unified") or {}).get("categories")
+    if categories is None:
+        trained = (detector.meta.get("trained_on") or {}).get("category")
+        if category != trained:
+            raise UnknownCategoryError(f"this model was trained and thresholded on category {trained!r} only, not "
+                                       f"{category!r}; a category choice needs a unified run (train --unified), "
+                                       "or leave it out to use the stored threshold")
+        return
+    if not apply_category(detector, category):
+        raise UnknownCategoryError(f"category {category!r} is not one of this unified run's categories "
+                                   f"({', '.join(categories)}); name one of them, or leave the category out to use "
+                                   "the threshold chosen on all of them")
 
 
 def _splits(dataset: str, categories: list[str], image_size: Any, root: str | Path | None, seed: int,

@@ -267,7 +267,7 @@ def _measurements(directory: Path, child: dict[str, Any]) -> dict[str, Any]:
     results = json.loads((directory / "results.json").read_text())
     run = results.get("run", {})
     if "unified" in results:
-        figures = {"metrics": results["unified"]["mean"], "examples": 0,
+        figures = {"metrics": results["unified"]["mean"], "examples": child.get("examples", 0),
                    "categories": {name: _evaluation(json.loads((directory / name / "results.json").read_text()))
                                   for name in run["unified"]}}
     else:

@@ -43,23 +43,28 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     from ad_core.api import set_globals
 
     set_globals(**spec.get("settings", {}), progress=False)
-    if spec.get("categories"):  # a unified cell: one model over the categories, its folder is the run folder
+    unified = bool(spec.get("categories"))
+    if unified:  # a unified cell: one model over the categories, its folder is the run folder
         per_category = run_unified(spec["dataset"], spec["categories"], spec["model"], root=spec.get("root"),
                                    output_dir=spec["output_dir"], **spec.get("overrides", {}))
         result = per_category[0]
         result_dir = result.run["unified_dir"]
     else:
-        result = run_one(spec["dataset"], spec["category"], spec["model"], root=spec.get("root"),
-                         output_dir=spec["output_dir"], **spec.get("overrides", {}))
+        per_category = [run_one(spec["dataset"], spec["category"], spec["model"], root=spec.get("root"),
+                                output_dir=spec["output_dir"], **spec.get("overrides", {}))]
+        result = per_category[0]
         result_dir = str(result.output_dir)
     cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else None
     examples = 0
-    if int(spec.get("examples", 0)) > 0 and not spec.get("categories"):  # examples compare per-category cells
+    if int(spec.get("examples", 0)) > 0:
         device = result.run.get("device", "cpu")
-        detector = load_model(result.output_dir, device=device)  # also proves the checkpoint loads
-        test_set = get_dataset(spec["dataset"], spec["category"], "test", image_size=detector.meta["image_size"],
-                               root=spec.get("root"))
-        examples = write_examples(detector, test_set, result.output_dir, int(spec["examples"]), device=device)
+        # a unified cell's examples go to each category's folder, made at that category's thresholds
+        for evaluated in per_category:
+            detector = load_model(result_dir, device=device, category=evaluated.category if unified else None)
+            test_set = get_dataset(spec["dataset"], evaluated.category, "test",
+                                   image_size=detector.meta["image_size"], root=spec.get("root"))
+            examples += write_examples(detector, test_set, evaluated.output_dir, int(spec["examples"]),
+                                       device=device)
     return {"run": result.run, "warnings": result.warnings, "cuda_peak_mb": cuda_peak, "examples": examples,
             "output_dir": result_dir}
 

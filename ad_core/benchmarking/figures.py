@@ -151,13 +151,15 @@ def _short(path: str) -> str:
     return "/".join(parts[-2:])
 
 
-def example_maps(root: Path, dataset: str, category: str, models: list[str]) -> bytes | None:
+def example_maps(root: Path, dataset: str, category: str, folders: dict[str, str]) -> bytes | None:
     """Rows: the category's fixed test images; columns: image, ground truth, then each model's map overlay.
 
-    Maps are each model's normalised map (0.5 = its own threshold), so equal colours mean the same for every
-    model; models without stored examples are left out.
+    `folders`: model name -> its outputs for this category, relative to `root` (a leaderboard row's `directory`:
+    `<dataset>/<category>/<model>`, or a unified cell's `<dataset>/unified-.../<model>/<category>`), in column
+    order. Maps are each model's normalised map (0.5 = its own threshold), so equal colours mean the same for
+    every model; models without stored examples are left out.
     """
-    stored = {m: read_examples(root / dataset / category / m / EXAMPLES_NAME) for m in models}
+    stored = {m: read_examples(root / folder / EXAMPLES_NAME) for m, folder in folders.items()}
     stored = {m: e for m, e in stored.items() if e is not None and len(e["paths"])}
     if not stored:
         return None

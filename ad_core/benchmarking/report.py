@@ -23,8 +23,15 @@ def _dataset_figures(root: Path, rows: list[dict[str, Any]], dataset: str,
         "heatmap": figures.heatmap(rows, dataset),
         "speed": figures.speed_scatter(entries, dataset),
         "histograms": figures.score_histograms(root, rows, dataset, ranked[:BEST_MODELS]),
-        "examples": {c: figures.example_maps(root, dataset, c, ranked) for c in categories},
+        "examples": {c: figures.example_maps(root, dataset, c, _example_folders(subset, c, ranked))
+                     for c in categories},
     }
+
+
+def _example_folders(rows: list[dict[str, Any]], category: str, ranked: list[str]) -> dict[str, str]:
+    """Model -> the folder of its outputs for `category` (a unified model's category folder), best model first."""
+    folders = {r["model"]: r["directory"] for r in rows if r["category"] == category}
+    return {m: folders[m] for m in ranked if m in folders}
 
 
 def write_report(directory: str | Path, title: str = "ad-core benchmark") -> dict[str, Path]:

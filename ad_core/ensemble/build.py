@@ -27,7 +27,7 @@ from ad_core.api import (
     settings,
 )
 from ad_core.ensemble.calibration import NormalImages, fit_normal_stats, member_outputs_on
-from ad_core.ensemble.cells import DEFAULT_RANK_BY, RESULTS_NAME, on_validation, select_top
+from ad_core.ensemble.cells import DEFAULT_RANK_BY, RESULTS_NAME, UNIFIED_SUFFIX, on_validation, select_top
 from ad_core.ensemble.fusion import FUSION_RULES, check_rule
 from ad_core.ensemble.model import EnsembleModel
 from ad_core.ensemble.report import write_ensemble_report
@@ -69,11 +69,25 @@ def best_rule(validation: dict[str, Calibration]) -> str:
     return max(validation, key=key)
 
 
-def _member_summary(path: Path, detector: Detector) -> dict[str, Any]:
-    """The member's name and the figures of its own evaluation (at its own image size), when present."""
-    summary: dict[str, Any] = {"name": detector.meta["model"], "path": str(path),
-                               "image_size": detector.meta["image_size"]}
-    results_path = path / RESULTS_NAME
+def _unified_categories(meta: dict[str, Any]) -> list[str] | None:
+    """The categories of a unified member (one model for several categories); None for a per-category one."""
+    return (meta.get("unified") or {}).get("categories")
+
+
+def _member_validation(meta: dict[str, Any], category: str) -> dict[str, Any] | None:
+    """The member's validation record for `category`: a unified member keeps one per category."""
+    if _unified_categories(meta) is None:
+        return meta.get("validation")
+    return ((meta.get("validation") or {}).get("categories") or {}).get(category)
+
+
+def _member_summary(path: Path, detector: Detector, category: str) -> dict[str, Any]:
+    """The member's name and the figures of its own evaluation on `category` (at its own image size), when
+    present: a unified member's are in its category folder."""
+    unified = _unified_categories(detector.meta) is not None
+    summary: dict[str, Any] = {"name": detector.meta["model"] + (UNIFIED_SUFFIX if unified else ""),
+                               "path": str(path), "image_size": detector.meta["image_size"]}
+    results_path = (path / category if unified else path) / RESULTS_NAME
     if results_path.is_file():
         results = json.loads(results_path.read_text())
         summary.update({"validation_image_auroc": _metric(results, "validation", "image_auroc"),
@@ -93,7 +107,15 @@ def _trained_on(metas: list[dict[str, Any]], key: str) -> set[Any]:
 
 def _data_source(metas: list[dict[str, Any]], dataset: str | None, category: str | None,
                  root: str | Path | None) -> tuple[str, str, str | Path | None]:
-    """Where the members were trained; they must agree, or the caller names the data."""
+    """Where the members were trained; they must agree, or the caller names the data. A unified member is fused
+    for one of its categories, named by the caller."""
+    for meta in metas:
+        categories = _unified_categories(meta)
+        if categories is not None and category not in categories:
+            given = "" if category is None else f"category {category!r} is not one of them; "
+            raise ValueError(f"member {meta['model']!r} is one unified model of the categories "
+                             f"{', '.join(categories)}: {given}pass category= with one of them (the category the "
+                             "ensemble is built and evaluated for)")
     chosen = {"dataset": dataset, "category": category}
     for key, given in chosen.items():
         if given is not None:
@@ -153,7 +175,7 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
     model = EnsembleModel(detectors, [m["image_size"] for m in metas]).to(dev).eval()
     train_set = get_dataset(dataset, category, "train", image_size=size, root=root)
     held_out_normals = None if normal_dir is None else NormalImages(normal_dir, size)
-    split = members_validation_split([m.get("validation") for m in metas], train_set,
+    split = members_validation_split([_member_validation(m, category) for m in metas], train_set,
                                      get_dataset(dataset, category, "test", image_size=size, root=root),
                                      held_out_normals)
     normal_set = normal_subset(split.train if held_out_normals is None else held_out_normals)
@@ -163,7 +185,7 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
     test_loader = make_loader(split.test, batch_size, False, 0)
     val_loader = make_loader(split.validation, batch_size, False, 0)
 
-    member_rows = [_member_summary(p, d) for p, d in zip(paths, detectors)]
+    member_rows = [_member_summary(p, d, category) for p, d in zip(paths, detectors)]
     rules: dict[str, dict[str, Any]] = {}
     validation: dict[str, Calibration] = {}
     with model.reusing_member_outputs():

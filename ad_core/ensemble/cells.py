@@ -2,7 +2,9 @@
 
 A benchmark directory holds one cell per (dataset, category, model) at `<dir>/<dataset>/<category>/<model>/`,
 the folder a run writes (`model.safetensors`, `model.json`, `results.json`, ...), optionally with a `cell.json`
-whose `status` says whether the run succeeded.
+whose `status` says whether the run succeeded. A unified cell (`<dir>/<dataset>/unified-<a>+<b>/<model>/`, one
+model for several categories) is a candidate for each of its categories, ranked on that category's evaluation
+(`<cell>/<category>/results.json`) and named `<model> (unified)` as in the leaderboard.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ad_core.api import META_NAME, WEIGHTS_NAME
 CELL_NAME = "cell.json"
 RESULTS_NAME = "results.json"
 ENSEMBLE_NAME = "ensemble.json"
+UNIFIED_SUFFIX = " (unified)"  # the leaderboard's name for a unified cell's model
 
 # --by names and where each metric sits in results.json: first the validation source's (held-out normal images
 # with synthetic defects, or the labelled validation folder), then the test split's, which steer the choice only
@@ -41,7 +44,7 @@ class Cell:
     category: str
     model: str
     path: Path
-    results: dict[str, Any]
+    results: dict[str, Any]  # the evaluation on `category` (a unified cell's: that of its category folder)
 
     def metric(self, name: str) -> float:
         """The named metric, NaN when the run could not compute it (e.g. no masks, no map)."""
@@ -95,11 +98,27 @@ def find_cells(benchmark_dir: str | Path, dataset: str | None = None, category: 
         if not path.is_dir():
             continue
         ds, cat, model = path.parts[-3:]
-        if (dataset is not None and ds != dataset) or (category is not None and cat != category):
+        if dataset is not None and ds != dataset:
             continue
         results = usable_cell(path)
-        if results is not None:
-            cells.append(Cell(ds, cat, model, path, results))
+        if results is None:
+            continue
+        if "unified" in results:
+            found = unified_cells(ds, model, path, results)
+        else:
+            found = [Cell(ds, cat, model, path, results)]
+        cells += [c for c in found if category is None or c.category == category]
+    return cells
+
+
+def unified_cells(dataset: str, model: str, path: Path, results: dict[str, Any]) -> list[Cell]:
+    """A unified cell as one candidate per category it was evaluated on (categories without results are left
+    out)."""
+    cells = []
+    for name in results["unified"]["categories"]:
+        own = _read_json(path / name / RESULTS_NAME)
+        if own is not None:
+            cells.append(Cell(dataset, name, f"{model}{UNIFIED_SUFFIX}", path, own))
     return cells
 
 
