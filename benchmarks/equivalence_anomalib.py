@@ -448,7 +448,9 @@ def draem(images: torch.Tensor) -> dict[str, float]:
     compared with `score_pooling=1` (anomalib's plain maximum) and, as the intended deviation, with the authors'
     21x21 pooling. Loss terms: L2 is the same; anomalib's focal loss is kornia's with alpha=1 (the background class
     weighted 0, the mean taken over classes x pixels), compared with half of ours at alpha=1 and no smoothing; anomalib's SSIM pads by reflection, ours (as the
-    authors) with zeros: for the comparison our SSIM runs on reflection-padded images, its map cropped back."""
+    authors) with zeros: for the comparison our SSIM runs on reflection-padded images, its map cropped back.
+    Then one Adam step on each side from that loss: the updated weights must agree too (the training step is
+    the same; what differs between the two pipelines is the data they are given)."""
     from anomalib.models.image.draem.loss import DraemLoss
     from anomalib.models.image.draem.torch_model import DraemModel
 
@@ -486,6 +488,7 @@ def draem(images: torch.Tensor) -> dict[str, float]:
         score, amap = ours.compute(images)
         ours.score_pooling = 21
         pooled, _ = ours.compute(images)
+    step_diff = _draem_adam_step_diff(theirs, ours, loss_t, loss_as_anomalib)
     return {
         "loss_anomalib": float(loss_t), "loss_ours": float(loss_as_anomalib),
         "loss_rel_diff": abs(float(loss_t) - float(loss_as_anomalib)) / max(abs(float(loss_t)), 1e-12),
@@ -495,7 +498,29 @@ def draem(images: torch.Tensor) -> dict[str, float]:
         "score_pooled_21_vs_anomalib_max_abs_diff": float((out.pred_score.flatten() - pooled).abs().max()),
         "map_max_abs_diff": float((out.anomaly_map.reshape(amap.shape) - amap).abs().max()),
         "map_max_abs": float(out.anomaly_map.abs().max()),
+        "adam_step_weights_max_abs_diff": step_diff,
     }
+
+
+def _draem_adam_step_diff(theirs: torch.nn.Module, ours: torch.nn.Module, loss_theirs: torch.Tensor,
+                          loss_ours: torch.Tensor) -> float:
+    """One Adam step (lr 1e-4, both sides' optimiser) from the same weights on the same batch and the same loss
+    form: the largest difference between the updated states (weights and batch-norm statistics)."""
+    for model, loss in ((theirs, loss_theirs), (ours, loss_ours)):
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    pairs = [(theirs.reconstructive_subnetwork, ours.reconstructive),
+             (theirs.discriminative_subnetwork, ours.discriminative)]
+    diff = 0.0
+    for index, (other, mine) in enumerate(pairs):
+        values = list(other.state_dict().values())
+        if index == 1:  # the discriminative network's first convolution sees (input, reconstruction) in anomalib
+            values[0] = values[0][:, [3, 4, 5, 0, 1, 2]]
+        for theirs_value, our_value in zip(values, mine.state_dict().values()):
+            diff = max(diff, float((theirs_value.double() - our_value.double().view_as(theirs_value)).abs().max()))
+    return diff
 
 
 def _blur_reflect(amap: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
