@@ -507,7 +507,8 @@ def _draem_adam_step_diff(theirs: torch.nn.Module, ours: torch.nn.Module, loss_t
     """One Adam step (lr 1e-4) on each side from the same weights, batch and loss form. Gradients are compared
     directly; updated states (weights and batch-norm statistics) too, except where a gradient is numerical noise
     (below 1e-6: the convolution biases in front of a batch norm, whose true gradient is 0; Adam turns the
-    noise's sign into a step of +-lr, so those entries may differ by 2 lr)."""
+    noise's sign into a step of +-lr, so those entries may differ by 2 lr; so may any entry whose gradient is
+    tiny, Adam's first step being lr times the gradient's sign: the share of differing weight entries is given)."""
     for model, loss in ((theirs, loss_theirs), (ours, loss_ours)):
         model.zero_grad()
         loss.backward()
@@ -521,9 +522,10 @@ def _draem_adam_step_diff(theirs: torch.nn.Module, ours: torch.nn.Module, loss_t
     grad_diff = max(float((a - b).abs().max()) for a, b in grads)
     grad_max = max(float(a.abs().max()) for a, _ in grads)
     noise = [float(a.abs().max()) < 1e-6 for a, _ in grads]
+    grad_rel = max(float((a - b).abs().max() / a.abs().max()) for (a, b), n in zip(grads, noise) if not n)
     for model in (theirs, ours):
         torch.optim.Adam(model.parameters(), lr=1e-4).step()
-    diff, k = 0.0, 0
+    diff, k, flipped, entries = 0.0, 0, 0, 0
     for index, (other, mine) in enumerate(pairs):
         names = {name for name, _ in mine.named_parameters()}
         values = list(other.state_dict().values())
@@ -534,9 +536,13 @@ def _draem_adam_step_diff(theirs: torch.nn.Module, ours: torch.nn.Module, loss_t
                 k += 1
                 if noise[k - 1]:
                     continue
-            diff = max(diff, float((theirs_value.double() - our_value.double().view_as(theirs_value)).abs().max()))
-    return {"grad_max_abs_diff": grad_diff, "grad_max_abs": grad_max, "noise_gradient_tensors": float(sum(noise)),
-            "adam_step_state_max_abs_diff": diff}
+            delta = (theirs_value.double() - our_value.double().view_as(theirs_value)).abs()
+            diff = max(diff, float(delta.max()))
+            if name in names:
+                flipped, entries = flipped + int((delta > 1e-6).sum()), entries + delta.numel()
+    return {"grad_max_abs_diff": grad_diff, "grad_max_abs": grad_max, "grad_max_rel_diff_per_tensor": grad_rel,
+            "noise_gradient_tensors": float(sum(noise)), "adam_step_state_max_abs_diff": diff,
+            "adam_step_weight_entries_differing": flipped / entries}
 
 
 def _blur_reflect(amap: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
