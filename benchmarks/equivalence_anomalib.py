@@ -448,7 +448,9 @@ def draem(images: torch.Tensor) -> dict[str, float]:
     compared with `score_pooling=1` (anomalib's plain maximum) and, as the intended deviation, with the authors'
     21x21 pooling. Loss terms: L2 is the same; anomalib's focal loss is kornia's with alpha=1 (the background class
     weighted 0, the mean taken over classes x pixels), compared with half of ours at alpha=1 and no smoothing; anomalib's SSIM pads by reflection, ours (as the
-    authors) with zeros: for the comparison our SSIM runs on reflection-padded images, its map cropped back."""
+    authors) with zeros: for the comparison our SSIM runs on reflection-padded images, its map cropped back.
+    Then one Adam step on each side from that loss: the updated weights must agree too (the training step is
+    the same; what differs between the two pipelines is the data they are given)."""
     from anomalib.models.image.draem.loss import DraemLoss
     from anomalib.models.image.draem.torch_model import DraemModel
 
@@ -486,6 +488,7 @@ def draem(images: torch.Tensor) -> dict[str, float]:
         score, amap = ours.compute(images)
         ours.score_pooling = 21
         pooled, _ = ours.compute(images)
+    step_diff = _draem_adam_step_diff(theirs, ours, loss_t, loss_as_anomalib)
     return {
         "loss_anomalib": float(loss_t), "loss_ours": float(loss_as_anomalib),
         "loss_rel_diff": abs(float(loss_t) - float(loss_as_anomalib)) / max(abs(float(loss_t)), 1e-12),
@@ -495,7 +498,51 @@ def draem(images: torch.Tensor) -> dict[str, float]:
         "score_pooled_21_vs_anomalib_max_abs_diff": float((out.pred_score.flatten() - pooled).abs().max()),
         "map_max_abs_diff": float((out.anomaly_map.reshape(amap.shape) - amap).abs().max()),
         "map_max_abs": float(out.anomaly_map.abs().max()),
+        **step_diff,
     }
+
+
+def _draem_adam_step_diff(theirs: torch.nn.Module, ours: torch.nn.Module, loss_theirs: torch.Tensor,
+                          loss_ours: torch.Tensor) -> dict[str, float]:
+    """One Adam step (lr 1e-4) on each side from the same weights, batch and loss form. Gradients are compared
+    directly; updated states (weights and batch-norm statistics) too, except where a gradient is numerical noise
+    (below 1e-6: the convolution biases in front of a batch norm, whose true gradient is 0; Adam turns the
+    noise's sign into a step of +-lr, so those entries may differ by 2 lr; so may any entry whose gradient is
+    tiny, Adam's first step being lr times the gradient's sign: the share of differing weight entries is given)."""
+    for model, loss in ((theirs, loss_theirs), (ours, loss_ours)):
+        model.zero_grad()
+        loss.backward()
+    pairs = [(theirs.reconstructive_subnetwork, ours.reconstructive),
+             (theirs.discriminative_subnetwork, ours.discriminative)]
+    grads = []
+    for index, (other, mine) in enumerate(pairs):
+        for k, ((_, p_t), (_, p_o)) in enumerate(zip(other.named_parameters(), mine.named_parameters())):
+            g_t = p_t.grad[:, [3, 4, 5, 0, 1, 2]] if index == 1 and k == 0 else p_t.grad
+            grads.append((g_t.reshape(p_o.shape), p_o.grad))
+    grad_diff = max(float((a - b).abs().max()) for a, b in grads)
+    grad_max = max(float(a.abs().max()) for a, _ in grads)
+    noise = [float(a.abs().max()) < 1e-6 for a, _ in grads]
+    grad_rel = max(float((a - b).abs().max() / a.abs().max()) for (a, b), n in zip(grads, noise) if not n)
+    for model in (theirs, ours):
+        torch.optim.Adam(model.parameters(), lr=1e-4).step()
+    diff, k, flipped, entries = 0.0, 0, 0, 0
+    for index, (other, mine) in enumerate(pairs):
+        names = {name for name, _ in mine.named_parameters()}
+        values = list(other.state_dict().values())
+        if index == 1:  # the discriminative network's first convolution sees (input, reconstruction) in anomalib
+            values[0] = values[0][:, [3, 4, 5, 0, 1, 2]]
+        for (name, our_value), theirs_value in zip(mine.state_dict().items(), values):
+            if name in names:
+                k += 1
+                if noise[k - 1]:
+                    continue
+            delta = (theirs_value.double() - our_value.double().view_as(theirs_value)).abs()
+            diff = max(diff, float(delta.max()))
+            if name in names:
+                flipped, entries = flipped + int((delta > 1e-6).sum()), entries + delta.numel()
+    return {"grad_max_abs_diff": grad_diff, "grad_max_abs": grad_max, "grad_max_rel_diff_per_tensor": grad_rel,
+            "noise_gradient_tensors": float(sum(noise)), "adam_step_state_max_abs_diff": diff,
+            "adam_step_weight_entries_differing": flipped / entries}
 
 
 def _blur_reflect(amap: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
