@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 import warnings
@@ -117,17 +118,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--train", type=int, default=32, help="training images of the feature-bank models")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, all cores)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: every available CPU, as "
+                                                                "adcore's commands use)")
     parser.add_argument("--test-run", action="store_true", help="also measure end-to-end scoring images/s")
     parser.add_argument("--workers", type=int, default=2, help="loader workers of --test-run")
     parser.add_argument("--tag", default="", help="suffix of the JSON record's name")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from ad_core.threads import configure_threads
+
+    configure_threads(args.threads)
     names = MODELS if args.models == "all" else args.models.split(",")
     record = {"benchmark": "predict_overhead", "machine": platform.processor() or platform.machine(),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "image_size": args.size,
+              "load_average_at_start": [round(x, 1) for x in os.getloadavg()],
               "batch": args.batch, "rows": []}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"predict_overhead_{args.size}px_b{args.batch}{args.tag}.json"
     print(f"{'model':22s} {'backbone s':>10s} {'predict s':>10s} {'ratio':>6s} {'img/s':>7s}"
           + ("  test img/s" if args.test_run else ""), flush=True)
     for name in names:
@@ -138,9 +144,7 @@ def main() -> None:
         print(f"{name:22s} {row['backbone_s']:10.3f} {row['predict_s']:10.3f} {row['ratio']:6.2f} "
               f"{row['predict_images_per_s']:7.2f}" + (f"  {row['test_images_per_s']:10.2f}" if args.test_run else ""),
               flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"predict_overhead_{args.size}px_b{args.batch}{args.tag}.json"
-    out.write_text(json.dumps(record, indent=1) + "\n")
+        out.write_text(json.dumps(record, indent=1) + "\n")  # after every model: a long run stopped keeps its rows
     print(f"record written to {out}")
 
 
