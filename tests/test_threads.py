@@ -60,3 +60,14 @@ def test_cli_refuses_negative_threads(tmp_path) -> None:
     result = CliRunner().invoke(main, ["predict", str(tmp_path), str(tmp_path / "image.png"), "--threads", "-2"])
     assert result.exit_code == 1
     assert "threads must be" in result.output
+
+
+def test_train_configures_threads_before_training(monkeypatch) -> None:
+    import ad_core.runner
+
+    calls = []
+    monkeypatch.setattr(thread_settings, "configure_threads", lambda threads: calls.append(("threads", threads)))
+    monkeypatch.setattr(ad_core.runner, "train", lambda *args, **kwargs: calls.append(("train", args[2])))
+    result = CliRunner().invoke(main, ["train", "demo", "weave", "padim", "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    assert calls == [("threads", 2), ("train", "padim")]

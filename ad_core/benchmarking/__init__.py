@@ -8,7 +8,6 @@ from whatever cells a directory holds, so shards run on several machines merge b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
