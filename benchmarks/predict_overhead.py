@@ -11,7 +11,13 @@ is `Detector.predict` on [0, 1] images (normalisation, the model's own work: kNN
 decoders, map upsampling and blur, then the post-processor). Both are timed on the same batch, alternately,
 `--repeats` times after one warm-up each; the minimum is reported (the machine may be shared: the minimum is
 the least disturbed run). Feature-bank models are fitted on `--train` demo images first (their bank size sets
-the kNN cost); gradient models are fitted for one step only (weights do not change the cost).
+the kNN cost); gradient models are built and marked fitted without training (weights do not change the cost).
+The "GFLOP ratio" counts both paths' multiply-adds (convolutions and matrix products) on one image: what the
+model's own work costs independently of the machine's load (`--flops-only` prints only that, without timing).
+Threads: every available CPU unless `--threads` (as `adcore` commands). One run of all eleven models re-measures
+the plugin READMEs' "predict path against the bare backbone" tables:
+
+    python benchmarks/predict_overhead.py --repeats 2 --tag _idle
 With `--test-run`, the end-to-end `adcore test`-like scoring throughput (images/s, including decoding the
 demo images in `--workers` loader workers) is measured for the same models beside it.
 A JSON record goes under benchmarks/results/.
