@@ -17,7 +17,9 @@ model's own work costs independently of the machine's load (`--flops-only` print
 Threads: every available CPU unless `--threads` (as `adcore` commands). One run of all eleven models re-measures
 the plugin READMEs' "predict path against the bare backbone" tables:
 
-    python benchmarks/predict_overhead.py --repeats 2 --tag _idle
+    python benchmarks/predict_overhead.py --repeats 1 --tag _idle
+
+(U-Flow's MS-CaiT is 575 GFLOP per 256 px image: its four timed passes of 16 images are most of the run.)
 With `--test-run`, the end-to-end `adcore test`-like scoring throughput (images/s, including decoding the
 demo images in `--workers` loader workers) is measured for the same models beside it.
 A JSON record goes under benchmarks/results/.
