@@ -201,6 +201,16 @@ def _debug() -> bool:
     return bool(ctx is not None and ctx.find_root().params.get("debug"))
 
 
+_THREADS = click.option("--threads", type=int, help="CPU threads for torch (default: every available CPU, or "
+                                                    "OMP_NUM_THREADS when set).")
+
+
+def _threads(threads: int | None) -> None:
+    from ad_core.threads import configure_threads
+
+    configure_threads(threads)
+
+
 def _fail(exc: Exception) -> NoReturn:
     """A user error is one red line and exit status 1; a bug (or any error with --debug) keeps its traceback."""
     from ad_core.errors import describe, is_user_error
@@ -219,8 +229,9 @@ def _fail(exc: Exception) -> NoReturn:
 @_run_options
 @click.option("--unified", is_flag=True, help="Train ONE model on all the CATEGORIES together (multi-class) and "
                                               "evaluate it per category and on the mean.")
+@_THREADS
 def train_cmd(dataset: str, category: str, model: str, root, output_dir, backbone_dir, extra, unified: bool,
-              **options) -> None:
+              threads: int | None, **options) -> None:
     """Train and evaluate MODEL(s) on CATEGORY(ies) of DATASET; comma lists and 'all' work.
 
     Without pretrained backbone weights this stops and says where to put them (`--set pretrained=false` trains
@@ -236,6 +247,7 @@ def train_cmd(dataset: str, category: str, model: str, root, output_dir, backbon
     models = _split(model)
     try:
         check_request([models] if isinstance(models, str) else models, overrides)  # before torch is imported
+        _threads(threads)
         from ad_core.runner import train
 
         train(_split(dataset), _split(category), models, root=root, output_dir=output_dir, unified=unified,
@@ -251,11 +263,13 @@ def train_cmd(dataset: str, category: str, model: str, root, output_dir, backbon
 @click.option("--root", type=click.Path(path_type=Path))
 @click.option("--output-dir", type=click.Path(path_type=Path), help="Default: CHECKPOINT/test-<dataset>-<category>.")
 @click.option("--device", default=None)
-def test_cmd(checkpoint: Path, dataset: str, category: str, root, output_dir, device) -> None:
+@_THREADS
+def test_cmd(checkpoint: Path, dataset: str, category: str, root, output_dir, device, threads) -> None:
     """Evaluate a trained CHECKPOINT folder on a dataset's test split."""
     from ad_core.runner import summary_table, test_checkpoint
 
     try:
+        _threads(threads)
         result = test_checkpoint(checkpoint, dataset, category, root=root, output_dir=output_dir, device=device)
     except Exception as exc:
         _fail(exc)
@@ -272,12 +286,14 @@ def test_cmd(checkpoint: Path, dataset: str, category: str, root, output_dir, de
 @click.option("--device", default=None)
 @click.option("--category", help="A unified run decides with this category's own thresholds (default: those "
                                  "chosen on all its categories).")
+@_THREADS
 def predict_cmd(checkpoint: Path, inputs: tuple[Path, ...], output, as_json: bool, batch_size: int, device,
-                category: str | None) -> None:
+                category: str | None, threads) -> None:
     """Score images or folders of images with a trained CHECKPOINT."""
     from ad_core.inference import predict_paths
 
     try:
+        _threads(threads)
         rows = predict_paths(checkpoint, list(inputs), output_dir=output, batch_size=batch_size, device=device,
                              category=category)
     except Exception as exc:

@@ -8,7 +8,6 @@ from whatever cells a directory holds, so shards run on several machines merge b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from ad_core.benchmarking import grid
 from ad_core.benchmarking.grid import Cell, make_grid, parse_shard, shard
 from ad_core.benchmarking.leaderboard import collect
 from ad_core.benchmarking.report import write_report
+from ad_core.threads import available_cpus
 
 __all__ = ["BenchmarkRun", "Cell", "CellOptions", "benchmark", "make_grid", "parse_shard", "run_cell", "shard",
            "write_report"]
@@ -125,7 +125,7 @@ def benchmark(models: str | Iterable[str], dataset: str | Iterable[str], categor
         index, count = parse_shard(shard) if isinstance(shard, str) else shard
         cells = grid.shard(cells, index, count)
     if threads is None and jobs > 1:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        threads = max(1, available_cpus() // jobs)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     options = CellOptions(output=output, root=None if root is None else str(root), overrides=dict(overrides),

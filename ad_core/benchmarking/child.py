@@ -33,8 +33,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Train, test and store examples for one cell in this process; returns what the parent records."""
     import torch
 
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
+    from ad_core.threads import configure_threads
+
+    configure_threads(spec.get("threads"))  # the cell's share of the CPUs, or all of them
     from ad_core.benchmarking.examples import write_examples
     from ad_core.api import load_model
     from ad_core.api import get_dataset
