@@ -300,9 +300,9 @@ def main() -> None:
         print(json.dumps(one_fit(args)))
         return
     record = {"benchmark": "patchcore_scaling", "machine": platform.processor() or platform.machine(),
-              "threads": args.threads, "backbone": args.backbone, "image_size": args.size,
-              "data": args.data or "demo generator"}
+              "threads": args.threads}
     if not args.demo_only:
+        record.update(backbone=args.backbone, image_size=args.size, data=args.data or "demo generator")
         scaling(args, record)
         for mode in MODES:
             if record[f"{mode}_exponent"] is not None:
