@@ -9,7 +9,8 @@ would) and `finalize`, as the feature-bank trainer does, and reports: fit second
 coreset and in seeding the groups' greedy with their distances to the bank; peak RSS above the import floor (the
 resident high-water mark, reset once torch, timm and the model are imported and built and one image has gone
 through it, less the RSS then), beside
-the bank's own float32 size; the bank size; and the covering radius: the largest distance of a training patch to
+the anonymous memory's peak above its own floor (`RssAnon` sampled every 10 ms: heap and tensors, without library
+pages, which the kernel maps in and out under memory pressure), the bank's own float32 size; the bank size; and the covering radius: the largest distance of a training patch to
 its nearest bank item, in the 128-d random projection the greedy works in (over every training image when that
 costs at most `--radius-budget` multiply-adds, else over an evenly spaced subset of the images, marked `sampled`:
 a lower bound). Modes: "seeded" is the default streaming (groups of `max_pending_patches`, each group's greedy
@@ -56,6 +57,30 @@ def rss_mb(field: str) -> float:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+class AnonymousPeak:
+    """Largest `RssAnon` (the process's own heap and tensors, without the library pages that VmHWM also counts and
+    that the kernel maps in and out under memory pressure), sampled every `interval` seconds on a thread."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        import threading
+
+        self.interval, self.peak, self.floor = interval, 0.0, rss_mb("RssAnon")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb("RssAnon"))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> float:
+        """MB of anonymous memory at the peak above what there was at the start."""
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, rss_mb("RssAnon")) - self.floor
 
 
 def training_batches(data: str | None, count: int, size: int, batch: int = 32):
@@ -121,13 +146,14 @@ def one_fit(args: argparse.Namespace) -> dict:
         model.embed(next(training_batches(args.data, 1, args.size)))
         pc.greedy_coreset(torch.randn(64, 8), 2, torch.rand(64))
     floor = reset_peak_rss()
+    anonymous = AnonymousPeak()
     start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for images in training_batches(args.data, args.one, args.size):
             model.update(images)
         model.finalize()
     fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
-    peak = rss_mb("VmHWM")
+    peak, anonymous_peak = rss_mb("VmHWM"), anonymous.stop()
     bank_mb = model.memory_bank.numel() * 4 / 2**20
     # covering radius in the projection the greedy works in: over every training image when that costs at most
     # `radius_budget` multiply-adds, else over an evenly spaced subset of them (a lower bound on the radius)
@@ -150,7 +176,7 @@ def one_fit(args: argparse.Namespace) -> dict:
             "fit_seconds": round(fit_seconds, 2), "greedy_seconds": round(seconds["greedy"], 2),
             "seeding_seconds": round(seconds["seeding"], 2), "fit_cpu_seconds": round(fit_cpu, 2),
             "greedy_cpu_seconds": round(seconds["greedy_cpu"], 2), "seeding_cpu_seconds": round(seconds["seeding_cpu"], 2),
-            "peak_rss_above_floor_mb": round(peak - floor, 1), "import_floor_mb": round(floor, 1),
+            "peak_rss_above_floor_mb": round(peak - floor, 1), "peak_anonymous_above_floor_mb": round(anonymous_peak, 1), "import_floor_mb": round(floor, 1),
             "bank_mb": round(bank_mb, 1), "bank": int(model.memory_bank.shape[0]), "patches": int(patches),
             "covering_radius": round(worst, 4), "mean_distance": round(total / count, 4),
             "radius_images": len(keep), "radius_sampled": len(keep) < args.one}
