@@ -8,17 +8,17 @@ For each size, one fresh process per fit runs `update` on batches of 32 images m
 would) and `finalize`, as the feature-bank trainer does, and reports: fit seconds, the seconds spent in the greedy
 coreset and in seeding the groups' greedy with their distances to the bank; peak RSS above the import floor (the
 resident high-water mark, reset once torch, timm and the model are imported and built and one image has gone
-through it, less the RSS then), beside
-the anonymous memory's peak above its own floor (`RssAnon` sampled every 10 ms: heap and tensors, without library
-pages, which the kernel maps in and out under memory pressure), the bank's own float32 size; the bank size; and the covering radius: the largest distance of a training patch to
+through it, less the RSS then), beside the anonymous memory's peak above its own floor (`RssAnon` sampled every
+10 ms: heap and tensors, without library pages, which the kernel maps in and out under memory pressure), and the
+bank's own float32 size; the bank size; and the covering radius: the largest distance of a training patch to
 its nearest bank item, in the 128-d random projection the greedy works in (over every training image when that
 costs at most `--radius-budget` multiply-adds, else over an evenly spaced subset of the images, marked `sampled`:
 a lower bound). Modes: "seeded" is the default streaming (groups of `max_pending_patches`, each group's greedy
 continuing from the bank so far), "grouped" the same with each group reduced on its own (`seed_groups=0`),
 "exact" a single group (the one-shot greedy coreset, quadratic). The fit-time exponents are the least-squares slopes
 of log(time) on log(images), of the wall time and of the process's CPU time (which, for a one-thread fit, does not
-swing with the load of a shared machine), over the sizes recorded beside them. Training images are the normal training images of
-an MVTec-layout folder (`--data`, resized to a square; past its count, copies flipped horizontally, vertically or
+swing with the load of a shared machine), over the sizes recorded beside them. Training images are the normal
+training images of an MVTec-layout folder (`--data`, resized to a square; past its count, copies flipped horizontally, vertically or
 both) or, without it, the synthetic demo generator. The AUROC comparison trains `patchcore-r18` through the runner
 (default settings but the mode) on every demo category, or on the category folder `--auroc-data`, in each mode,
 and prints the image/pixel AUROCs side by side.
@@ -51,7 +51,7 @@ def reset_peak_rss() -> float:
 
 
 def rss_mb(field: str) -> float:
-    """`VmRSS` (now) or `VmHWM` (the high-water mark since the last reset) of this process, in MB."""
+    """`VmRSS`, `RssAnon` (now) or `VmHWM` (the high-water mark since the last reset) of this process, in MB."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
