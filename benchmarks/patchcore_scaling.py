@@ -1,23 +1,27 @@
-"""PatchCore's fit against the training-set size: time, memory and the bank's quality, grouped vs one-shot coreset.
+"""PatchCore's fit against the training-set size: time, memory and the bank's quality, streamed vs one-shot coreset.
 
-    python benchmarks/patchcore_scaling.py --data PATH/magnetic_tile --sizes 50,100,200,400,800 --exact-up-to 200
+    python benchmarks/patchcore_scaling.py --data PATH/magnetic_tile --sizes 100,200,400,800,1600 --exact-up-to 100
     python benchmarks/patchcore_scaling.py --demo-only        # image/pixel AUROC on the demo set only
     python benchmarks/patchcore_scaling.py --demo-only --auroc-data PATH/magnetic_tile --demo-size 128
 
-For each size, one fresh process per fit (peak RSS is a process maximum) runs `update` on batches of 32 and
-`finalize`, as the feature-bank trainer does, and reports: fit seconds, the seconds spent in the greedy coreset
-and in seeding the groups' greedy with their distances to the bank,
-peak RSS above the import floor (RSS once torch, timm and the model are imported, before any data), the bank size,
-and the covering radius: the largest distance of a training patch to its nearest bank item, in the 128-d random
-projection the greedy works in (over every training patch when that costs at most `--radius-budget` multiply-adds,
-else over a fixed random sample of them, marked `sampled`). Modes: "seeded" is the default streaming (groups of
-`max_pending_patches`, each group's greedy continuing from the bank so far), "grouped" the same with each group
-reduced on its own (`seed_groups=0`), "exact" a single group (the one-shot greedy coreset, quadratic). The
-fit-time exponent is the least-squares slope of log(time) on log(images). Training images are the normal training images of an
-MVTec-layout folder (`--data`, resized to a square, horizontal flips appended past its count) or, without it,
-the synthetic demo generator. The AUROC comparison trains `patchcore-r18` through the runner (default settings
-but the mode) on every demo category, or on the category folder `--auroc-data`, in each mode, and prints the
-image/pixel AUROCs side by side.
+For each size, one fresh process per fit runs `update` on batches of 32 images made batch by batch (as a loader
+would) and `finalize`, as the feature-bank trainer does, and reports: fit seconds, the seconds spent in the greedy
+coreset and in seeding the groups' greedy with their distances to the bank; peak RSS above the import floor (the
+resident high-water mark, reset once torch, timm and the model are imported and built and one image has gone
+through it, less the RSS then), beside the anonymous memory's peak above its own floor (`RssAnon` sampled every
+10 ms: heap and tensors, without library pages, which the kernel maps in and out under memory pressure), and the
+bank's own float32 size; the bank size; and the covering radius: the largest distance of a training patch to
+its nearest bank item, in the 128-d random projection the greedy works in (over every training image when that
+costs at most `--radius-budget` multiply-adds, else over an evenly spaced subset of the images, marked `sampled`:
+a lower bound). Modes: "seeded" is the default streaming (groups of `max_pending_patches`, each group's greedy
+continuing from the bank so far), "grouped" the same with each group reduced on its own (`seed_groups=0`),
+"exact" a single group (the one-shot greedy coreset, quadratic). The fit-time exponents are the least-squares slopes
+of log(time) on log(images), of the wall time and of the process's CPU time (which, for a one-thread fit, does not
+swing with the load of a shared machine), over the sizes recorded beside them. Training images are the normal
+training images of an MVTec-layout folder (`--data`, resized to a square; past its count, copies flipped horizontally, vertically or
+both) or, without it, the synthetic demo generator. The AUROC comparison trains `patchcore-r18` through the runner
+(default settings but the mode) on every demo category, or on the category folder `--auroc-data`, in each mode,
+and prints the image/pixel AUROCs side by side.
 A JSON record goes under benchmarks/results/.
 """
 
@@ -27,7 +31,6 @@ import argparse
 import json
 import math
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,90 +43,143 @@ MODES = {"seeded": {}, "grouped": {"seed_groups": 0},
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def reset_peak_rss() -> float:
+    """Reset the process's resident high-water mark (Linux `clear_refs` 5) and return the RSS now, in MB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return rss_mb("VmRSS")
 
 
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def rss_mb(field: str) -> float:
+    """`VmRSS`, `RssAnon` (now) or `VmHWM` (the high-water mark since the last reset) of this process, in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def training_images(data: str | None, count: int, size: int):
-    """[count, 3, size, size] ImageNet-normalised training images (real folder, or the demo generator)."""
+class AnonymousPeak:
+    """Largest `RssAnon` (the process's own heap and tensors, without the library pages that VmHWM also counts and
+    that the kernel maps in and out under memory pressure), sampled every `interval` seconds on a thread."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        import threading
+
+        self.interval, self.peak, self.floor = interval, 0.0, rss_mb("RssAnon")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb("RssAnon"))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> float:
+        """MB of anonymous memory at the peak above what there was at the start."""
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, rss_mb("RssAnon")) - self.floor
+
+
+def training_batches(data: str | None, count: int, size: int, batch: int = 32):
+    """[<=batch, 3, size, size] ImageNet-normalised training images, made batch by batch as a loader would.
+
+    Real folder: its normal training images resized to a square; past its count they repeat as copies with a small
+    augmentation (horizontal flip, vertical flip, both), so up to 4x the folder's images are distinct. Without a
+    folder: the synthetic demo generator, cycling through its categories.
+    """
     import numpy as np
     import torch
 
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     if data is None:
         from ad_core.data.synthetic import DEMO_CATEGORIES, render
 
         cats = list(DEMO_CATEGORIES)
-        arrays = [render(cats[i % len(cats)], "train-None", i // len(cats), size)[0] for i in range(count)]
     else:
         from PIL import Image
 
         files = sorted((Path(data) / "train" / "good").iterdir())
+    for first in range(0, count, batch):
         arrays = []
-        for i in range(count):
-            with Image.open(files[i % len(files)]) as img:
-                array = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 255
-            arrays.append(array[:, ::-1] if (i // len(files)) % 2 else array)
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    return (images - mean) / std
+        for i in range(first, min(first + batch, count)):
+            if data is None:
+                array = render(cats[i % len(cats)], "train-None", i // len(cats), size)[0]
+            else:
+                with Image.open(files[i % len(files)]) as img:
+                    array = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 255
+                copy = (i // len(files)) % 4
+                array = array[:, ::-1] if copy & 1 else array
+                array = array[::-1] if copy & 2 else array
+            arrays.append(np.ascontiguousarray(array, dtype=np.float32))
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        yield (images - mean) / std
 
 
 def one_fit(args: argparse.Namespace) -> dict:
     """Fit one PatchCore in this process and measure it (the child's job)."""
     import torch
 
+    from ad_core.components.knn import brute_force_neighbours
     from ad_memory import patchcore as pc
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # the same random backbone in every process, so the fits compare
     model = pc.PatchCore(backbone=args.backbone, pretrained=False, **MODES[args.mode]).eval()
-    seconds = {"greedy": 0.0, "seeding": 0.0}
+    seconds = {"greedy": 0.0, "seeding": 0.0, "greedy_cpu": 0.0, "seeding_cpu": 0.0}
 
     def timed(function, key):
         def run(*a, **k):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             out = function(*a, **k)
             seconds[key] += time.perf_counter() - start
+            seconds[key + "_cpu"] += time.process_time() - cpu
             return out
         return run
 
     pc.greedy_coreset = timed(pc.greedy_coreset, "greedy")
     pc.squared_distance_to = timed(pc.squared_distance_to, "seeding")
-    floor = current_rss_mb()
-    images = training_images(args.data, args.one, args.size)
-    data_mb = images.numel() * 4 / 2**20
-    start = time.perf_counter()
+    with torch.inference_mode():  # page in the code the fit runs (libraries map it lazily) before the floor
+        model.embed(next(training_batches(args.data, 1, args.size)))
+        pc.greedy_coreset(torch.randn(64, 8), 2, torch.rand(64))
+    floor = reset_peak_rss()
+    anonymous = AnonymousPeak()
+    start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
-        for i in range(0, len(images), 32):
-            model.update(images[i : i + 32])
+        for images in training_batches(args.data, args.one, args.size):
+            model.update(images)
         model.finalize()
-    fit_seconds = time.perf_counter() - start
-    peak = peak_rss_mb()
-    # covering radius in the projection the greedy works in
+    fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
+    peak, anonymous_peak = rss_mb("VmHWM"), anonymous.stop()
+    bank_mb = model.memory_bank.numel() * 4 / 2**20
+    # covering radius in the projection the greedy works in: over every training image when that costs at most
+    # `radius_budget` multiply-adds, else over an evenly spaced subset of them (a lower bound on the radius)
+    bank = model.memory_bank @ model.projection
     with torch.inference_mode():
-        projected = torch.cat([model.embed(images[i : i + 4])[0] @ model.projection for i in range(0, len(images), 4)])
-        bank = model.memory_bank @ model.projection
-        patches = int(projected.shape[0])
-        sampled = projected.shape[0] * bank.shape[0] * bank.shape[1] > args.radius_budget
-        if sampled:
-            rows = args.radius_budget // (bank.shape[0] * bank.shape[1])
-            projected = projected[torch.randperm(len(projected), generator=torch.Generator().manual_seed(0))[:rows]]
-        from ad_core.components.knn import brute_force_neighbours
-
-        dist, _ = brute_force_neighbours(projected, bank)
-    return {"images": args.one, "mode": args.mode,
+        per_image = len(model.embed(torch.zeros(1, 3, args.size, args.size))[0])
+    patches = per_image * args.one
+    images_measured = max(1, min(args.one, args.radius_budget // (per_image * bank.shape[0] * bank.shape[1])))
+    keep = set(torch.linspace(0, args.one - 1, images_measured).round().long().tolist())
+    worst, total, count = 0.0, 0.0, 0
+    with torch.inference_mode():
+        for first, images in zip(range(0, args.one, 32), training_batches(args.data, args.one, args.size)):
+            rows = [i - first for i in range(first, first + len(images)) if i in keep]
+            if not rows:
+                continue
+            projected = model.embed(images[rows])[0] @ model.projection
+            dist, _ = brute_force_neighbours(projected, bank)
+            worst, total, count = max(worst, float(dist.max())), total + float(dist.sum()), count + dist.numel()
+    return {"images": args.one, "mode": args.mode, "backbone": args.backbone,
             "fit_seconds": round(fit_seconds, 2), "greedy_seconds": round(seconds["greedy"], 2),
-            "seeding_seconds": round(seconds["seeding"], 2),
-            "peak_rss_above_floor_mb": round(peak - floor - data_mb, 1), "import_floor_mb": round(floor, 1),
-            "bank": int(model.memory_bank.shape[0]), "patches": patches,
-            "covering_radius": round(float(dist.max()), 4), "mean_distance": round(float(dist.mean()), 4),
-            "radius_sampled": bool(sampled)}
+            "seeding_seconds": round(seconds["seeding"], 2), "fit_cpu_seconds": round(fit_cpu, 2),
+            "greedy_cpu_seconds": round(seconds["greedy_cpu"], 2), "seeding_cpu_seconds": round(seconds["seeding_cpu"], 2),
+            "peak_rss_above_floor_mb": round(peak - floor, 1), "peak_anonymous_above_floor_mb": round(anonymous_peak, 1), "import_floor_mb": round(floor, 1),
+            "bank_mb": round(bank_mb, 1), "bank": int(model.memory_bank.shape[0]), "patches": int(patches),
+            "covering_radius": round(worst, 4), "mean_distance": round(total / count, 4),
+            "radius_images": len(keep), "radius_sampled": len(keep) < args.one}
 
 
 def exponent(points: list[tuple[int, float]]) -> float | None:
@@ -160,7 +216,10 @@ def summarise(record: dict) -> None:
     """Fit-time exponents per mode and the streamed / exact covering-radius ratio per size."""
     rows = record["fits"]
     for mode in MODES:
-        record[f"{mode}_exponent"] = exponent([(r["images"], r["fit_seconds"]) for r in rows if r["mode"] == mode])
+        for key, times in (("", "fit_seconds"), ("_cpu", "fit_cpu_seconds")):
+            points = [(r["images"], r[times]) for r in rows if r["mode"] == mode and times in r]
+            record[f"{mode}{key}_exponent"] = exponent(points)
+            record[f"{mode}{key}_exponent_sizes"] = [n for n, _ in points]
         if mode != "exact":
             record[f"radius_ratio_{mode}_over_exact"] = {
                 r["images"]: round(g["covering_radius"] / r["covering_radius"], 4)
@@ -172,15 +231,44 @@ def write(record: dict, args: argparse.Namespace) -> None:
     RESULTS.mkdir(exist_ok=True)
     if args.demo_only:
         source = Path(args.auroc_data).name if args.auroc_data else "demo"
-        name = f"patchcore_auroc_{source}_{args.demo_size}px.json"
+        chosen = "".join(f"_{c}" for c in args.categories or ()) if not args.auroc_data else ""
+        name = f"patchcore_auroc_{source}_{args.demo_size}px{chosen}.json"
     else:
         name = f"patchcore_scaling_{args.backbone}_{args.size}px.json"
     (RESULTS / name).write_text(json.dumps(record, indent=1) + "\n")
 
 
+def changed_pairs(scores: dict[str, dict], mode: str, reference: str = "exact") -> dict:
+    """The (defective, normal) test pairs ranked the wrong way in one mode and not in the other, with their score
+    margins (normal score - defective score: > 0 when ranked wrong) in both, beside the spread of the normal scores.
+
+    An image-AUROC difference that is one pair flipping by a margin far below that spread is noise of the bank's
+    draw; many pairs, or margins of the spread's size, would be a systematic loss.
+    """
+    import statistics
+
+    first, second = scores[mode], scores[reference]
+    labels, paths = first["labels"], first["paths"]
+    if paths != second["paths"]:
+        raise ValueError("the two runs scored different test images")
+
+    def margins(values: list[float]) -> dict[tuple[str, str], float]:
+        return {(paths[d], paths[n]): values[n] - values[d] for d in range(len(paths)) if labels[d]
+                for n in range(len(paths)) if not labels[n]}
+
+    ours, theirs = margins(first["scores"]), margins(second["scores"])
+    changed = [pair for pair in ours if (ours[pair] >= 0) != (theirs[pair] >= 0)]
+    normal = [v for v, label in zip(second["scores"], labels) if not label]
+    return {"pairs": [{"defective": d, "normal": n, f"margin_{mode}": round(ours[d, n], 5),
+                       f"margin_{reference}": round(theirs[d, n], 5)} for d, n in changed],
+            "normal_score_std": round(statistics.pstdev(normal), 5), "test_pairs": len(ours)}
+
+
 def demo_auroc(args: argparse.Namespace, record: dict) -> list[dict]:
     """patchcore-r18 through the runner on every demo category (or one category folder), in each mode."""
     import warnings
+
+    import torch
 
     from ad_core.data.synthetic import DEMO_CATEGORIES
     from ad_core.runner import run_one
@@ -193,9 +281,11 @@ def demo_auroc(args: argparse.Namespace, record: dict) -> list[dict]:
     rows = record.setdefault("demo", [])
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        torch.set_num_threads(args.threads)
         for dataset, category, root in jobs:
             row = {"category": category}
             rows.append(row)
+            scores = {}
             for mode in args.modes:
                 start = time.perf_counter()
                 options = {**({"max_pending_patches": args.demo_group} if args.demo_group else {}), **MODES[mode]}
@@ -206,19 +296,26 @@ def demo_auroc(args: argparse.Namespace, record: dict) -> list[dict]:
                              "group_patches": options.get("max_pending_patches", "default")}
                 print(f"{category:14s} {mode:8s} image/pixel AUROC {row[mode]['image_auroc']:.4f} / "
                       f"{row[mode]['pixel_auroc']:.4f}  ({row[mode]['wall_seconds']} s)", flush=True)
+                scores[mode] = json.loads((result.output_dir / "scores.json").read_text())
                 write(record, args)
+            for mode in scores.keys() - {"exact"} if "exact" in scores else ():
+                row[mode]["pairs_changed_vs_exact"] = changed_pairs(scores, mode)
+                print(f"{category:14s} {mode:8s} pairs ranked differently from exact:",
+                      row[mode]["pairs_changed_vs_exact"], flush=True)
+            write(record, args)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="MVTec-layout category folder (default: demo generator)")
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[50, 100, 200, 400, 800])
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[100, 200, 400, 800, 1600])
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--exact-up-to", type=int, default=200, help="largest size fitted with one group too")
-    parser.add_argument("--radius-budget", type=int, default=3 * 10**11, help="multiply-adds for the radius")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--exact-up-to", type=int, default=100, help="largest size fitted with one group too")
+    parser.add_argument("--radius-budget", type=int, default=3 * 10**11,
+                        help="multiply-adds for the radius (beyond it, an evenly spaced subset of the images)")
     parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES), help="of " + ",".join(MODES))
     parser.add_argument("--demo-group", type=int, default=0,
                         help="max_pending_patches of the streamed modes in the AUROC comparison (0: the default)")
@@ -235,13 +332,14 @@ def main() -> None:
         print(json.dumps(one_fit(args)))
         return
     record = {"benchmark": "patchcore_scaling", "machine": platform.processor() or platform.machine(),
-              "threads": args.threads, "backbone": args.backbone, "image_size": args.size,
-              "data": args.data or "demo generator"}
+              "threads": args.threads}
     if not args.demo_only:
+        record.update(backbone=args.backbone, image_size=args.size, data=args.data or "demo generator")
         scaling(args, record)
         for mode in MODES:
-            if record[f"{mode}_exponent"] is not None:
-                print(f"{mode}: fit time ~ images^{record[f'{mode}_exponent']:.2f}")
+            for key in ("", "_cpu"):
+                if record[f"{mode}{key}_exponent"] is not None:
+                    print(f"{mode}: fit{key.replace('_', ' ')} time ~ images^{record[f'{mode}{key}_exponent']:.2f}")
             if mode != "exact":
                 print(f"covering radius {mode} / exact:", record[f"radius_ratio_{mode}_over_exact"])
     if not args.skip_demo:

@@ -19,6 +19,8 @@ PRUNE_ROWS = 512
 PRUNE_TOLERANCE = 1e-4
 PRUNE_MIN_BANK = 1024
 PRUNE_MAX_CANDIDATES = 16
+# Bank rows per float64 block when the search index is built (16 MiB of float64 at 1024 dimensions).
+INDEX_BLOCK_ROWS = 2048
 # Bank rows per distance block in an exported graph (see `graph_neighbours`).
 GRAPH_BANK_ROWS = 4096
 
@@ -105,18 +107,29 @@ def build_search_index(bank: torch.Tensor, dim: int = SEARCH_DIM) -> tuple[torch
 
     For an orthogonal projection P onto the top-r principal directions and residual norms rho,
     |q - m|^2 >= |P(q - m)|^2 + (rho_q - rho_m)^2: a lower bound, as one small matrix product.
+    The bank is read in blocks of `INDEX_BLOCK_ROWS` rows (float64 copies of a block, not of the bank), so building
+    the index of a large bank needs little memory beyond the bank and its coordinates.
     """
     r = min(dim, bank.shape[1], max(0, bank.shape[0] - 1))
     mean = bank.mean(0)
     if r == 0 or bank.shape[0] < PRUNE_MIN_BANK:
         return mean, bank.new_zeros(bank.shape[1], 0), bank.new_zeros(0, 0)
-    centred = (bank - mean).double()
-    _, vectors = torch.linalg.eigh(centred.T @ centred)
+    blocks = bank.split(INDEX_BLOCK_ROWS)
+    scatter = bank.new_zeros(bank.shape[1], bank.shape[1], dtype=torch.float64)
+    for block in blocks:
+        centred = (block - mean).double()
+        scatter.addmm_(centred.T, centred)
+    _, vectors = torch.linalg.eigh(scatter)
     basis = vectors[:, -r:].flip(1).contiguous()
-    projected = centred @ basis
-    residual = (centred.pow(2).sum(1) - projected.pow(2).sum(1)).clamp_min(0).sqrt()
-    coords = torch.cat([projected, residual[:, None]], 1)
-    return mean, basis.float(), coords.float().contiguous()
+    coords = bank.new_empty(bank.shape[0], r + 1, dtype=torch.float32)
+    start = 0
+    for block in blocks:
+        centred = (block - mean).double()
+        projected = centred @ basis
+        coords[start : start + len(block), :r] = projected
+        coords[start : start + len(block), r] = (centred.pow(2).sum(1) - projected.pow(2).sum(1)).clamp_min(0).sqrt()
+        start += len(block)
+    return mean, basis.float(), coords
 
 
 def pruned_neighbours(queries: torch.Tensor, bank: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor,

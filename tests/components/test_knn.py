@@ -53,3 +53,16 @@ def test_knn_returns_the_k_nearest_in_order_in_small_blocks(monkeypatch) -> None
     torch.testing.assert_close(dist.double(), ref.values, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="k must be in"):
         knn_search(queries, bank, 91)
+
+
+def test_search_index_built_in_blocks_equals_one_block(monkeypatch) -> None:
+    """The index is accumulated over row blocks (bounded memory); every block must count, in its place."""
+    g = torch.Generator().manual_seed(5)
+    bank = torch.randn(1100, 16, generator=g) @ torch.randn(16, 16, generator=g) + 3.0
+    mean, basis, coords = build_search_index(bank, dim=6)
+    monkeypatch.setattr(knn_module, "INDEX_BLOCK_ROWS", 97)
+    mean_b, basis_b, coords_b = build_search_index(bank, dim=6)
+    torch.testing.assert_close(mean_b, mean)
+    torch.testing.assert_close(basis_b @ basis_b.T, basis @ basis.T, rtol=1e-5, atol=1e-5)  # same subspace
+    torch.testing.assert_close(coords_b[:, :6].abs(), coords[:, :6].abs(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(coords_b[:, 6], coords[:, 6], rtol=1e-4, atol=1e-4)
