@@ -13,6 +13,8 @@ from typing import Any
 _EXPORTS = {
     # running and evaluating one model on one category
     "run_one": "ad_core.runner",
+    "available_cpus": "ad_core.threads",
+    "configure_threads": "ad_core.threads",
     "evaluate_detector": "ad_core.evaluation",
     "Calibration": "ad_core.evaluation",
     "calibrate": "ad_core.evaluation",

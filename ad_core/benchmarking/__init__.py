@@ -18,7 +18,6 @@ from ad_core.benchmarking import grid
 from ad_core.benchmarking.grid import Cell, make_grid, parse_shard, shard
 from ad_core.benchmarking.leaderboard import collect
 from ad_core.benchmarking.report import write_report
-from ad_core.threads import available_cpus
 
 __all__ = ["BenchmarkRun", "Cell", "CellOptions", "benchmark", "make_grid", "parse_shard", "run_cell", "shard",
            "write_report"]
@@ -125,6 +124,8 @@ def benchmark(models: str | Iterable[str], dataset: str | Iterable[str], categor
         index, count = parse_shard(shard) if isinstance(shard, str) else shard
         cells = grid.shard(cells, index, count)
     if threads is None and jobs > 1:
+        from ad_core.api import available_cpus
+
         threads = max(1, available_cpus() // jobs)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Train, test and store examples for one cell in this process; returns what the parent records."""
     import torch
 
-    from ad_core.threads import configure_threads
+    from ad_core.api import configure_threads
 
     configure_threads(spec.get("threads"))  # the cell's share of the CPUs, or all of them
     from ad_core.benchmarking.examples import write_examples
