@@ -50,6 +50,8 @@ _EXPORTS = {
     "fit_tiny": "ad_core.testing",
     "no_network": "ad_core.testing",
     "normal_batch": "ad_core.testing",
+    "Killed": "ad_core.testing",
+    "kill_training_after": "ad_core.testing",
 }
 # Shared building blocks live in `ad_core.components` (a package); it is exported as a module.
 _MODULES = {"components": "ad_core.components"}

@@ -109,6 +109,23 @@ def fit_tiny(model_name: str, overrides: dict[str, Any], image_size: int | tuple
     return detector.eval()
 
 
+class Killed(RuntimeError):
+    """Raised by a training step that `kill_training_after` doomed: stands for a run killed mid-training."""
+
+
+def kill_training_after(model: torch.nn.Module, calls: int) -> None:
+    """Make `model.training_step` raise `Killed` on call `calls + 1`: a run killed mid-way, for resume tests."""
+    step, seen = model.training_step, [0]
+
+    def dying(batch: Batch, ctx: Any) -> Any:
+        seen[0] += 1
+        if seen[0] > calls:
+            raise Killed(f"killed after {calls} training steps")
+        return step(batch, ctx)
+
+    model.training_step = dying
+
+
 def normal_batch(images: torch.Tensor) -> Batch:
     """Images as a training batch of normal samples without masks or paths, for a model's unit tests that call
     `training_step` directly."""

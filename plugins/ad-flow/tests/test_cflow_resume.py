@@ -6,12 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ad_core.plugin_api import GradientTrainer, normal_batch, seed_everything
+from ad_core.plugin_api import GradientTrainer, Killed, kill_training_after, normal_batch, seed_everything
 from ad_flow.cflow import CFlow
-
-
-class Killed(RuntimeError):
-    pass
 
 
 BATCHES = 5
@@ -29,15 +25,7 @@ def fit(folder, kill_after: int | None = None, resume: bool = False) -> CFlow:
     seed_everything(0)
     model = CFlow(backbone="resnet18", coupling_blocks=1, fiber_batch_size=8, pretrained=False)
     if kill_after is not None:
-        step, calls = model.training_step, []
-
-        def dying(batch, ctx):
-            calls.append(1)
-            if len(calls) > kill_after:
-                raise Killed
-            return step(batch, ctx)
-
-        model.training_step = dying
+        kill_training_after(model, kill_after)
     GradientTrainer(device="cpu", progress=False, num_epochs=2, checkpoint_dir=folder, checkpoint_every=1,
                     resume=resume, config={"model": "cflow"}).fit(model, batches())
     return model

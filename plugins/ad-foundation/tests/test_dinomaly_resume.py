@@ -7,16 +7,13 @@ import pytest
 import torch
 
 from ad_core.building import build_model
+from ad_core.plugin_api import Killed, kill_training_after
 from ad_core.training import GradientTrainer, seed_everything
 from ad_core.types import Batch
 
 TINY = {"pretrained": False, "vit_overrides": {"depth": 10, "embed_dim": 32, "num_heads": 2}, "warmup_steps": 2,
         "mining_ramp_steps": 2}
 STEPS, CRASH_AT = 3, 1
-
-
-class Killed(RuntimeError):
-    pass
 
 
 def batches() -> list[Batch]:
@@ -29,15 +26,7 @@ def fit(folder, kill_after: int | None = None, resume: bool = False) -> torch.nn
     seed_everything(0)
     model, _ = build_model("dinomaly-small-224", **TINY)
     if kill_after is not None:
-        step, calls = model.training_step, []
-
-        def dying(batch, ctx):
-            calls.append(1)
-            if len(calls) > kill_after:
-                raise Killed
-            return step(batch, ctx)
-
-        model.training_step = dying
+        kill_training_after(model, kill_after)
     GradientTrainer(device="cpu", progress=False, max_steps=STEPS, grad_clip=0.1, checkpoint_dir=folder,
                     checkpoint_every=1, resume=resume, config={"model": "dinomaly-small-224"}).fit(model, batches())
     return model

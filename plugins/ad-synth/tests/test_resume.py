@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ad_core.building import build_model
-from ad_core.plugin_api import GradientTrainer, normal_batch, seed_everything
+from ad_core.plugin_api import GradientTrainer, Killed, kill_training_after, normal_batch, seed_everything
 
 TINY = {
     # the hypersphere projection reads the epoch's feature centre
@@ -17,10 +17,6 @@ TINY = {
     "supersimplenet": {"backbone": "resnet18", "noise_std": 0.5},
 }
 BATCHES, EPOCHS = 3, 2
-
-
-class Killed(RuntimeError):
-    pass
 
 
 def batches() -> list:
@@ -32,15 +28,7 @@ def fit(name: str, folder, kill_after: int | None = None, resume: bool = False) 
     seed_everything(0)
     model, _ = build_model(name, pretrained=False, **TINY[name])
     if kill_after is not None:
-        step, calls = model.training_step, []
-
-        def dying(batch, ctx):
-            calls.append(1)
-            if len(calls) > kill_after:
-                raise Killed
-            return step(batch, ctx)
-
-        model.training_step = dying
+        kill_training_after(model, kill_after)
     GradientTrainer(device="cpu", progress=False, num_epochs=EPOCHS, checkpoint_dir=folder, checkpoint_every=1,
                     resume=resume, config={"model": name}).fit(model, batches())
     return model
