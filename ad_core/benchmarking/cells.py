@@ -90,15 +90,23 @@ def cell_lock(directory: Path) -> FileLock:
                     "benchmark grid")
 
 
-def launch(cell: Cell, options: CellOptions) -> RunningCell:
+class CellFinishedError(RuntimeError):
+    """The cell is already finished: another grid finished it between a look at its folder and taking its lock."""
+
+
+def launch(cell: Cell, options: CellOptions, unless_finished: bool = False) -> RunningCell:
     """Lock the cell, clear its folder, mark it running, and start its child process (in its own process group).
 
     The lock is held until the cell's record is written; a cell another grid is running raises
-    `RunFolderBusyError` and is left alone.
+    `RunFolderBusyError` and is left alone. With `unless_finished`, a cell found finished once its lock is held
+    raises `CellFinishedError` instead of being run again (the check must happen under the lock: checking first
+    races with another grid that finishes the cell and releases the lock in between).
     """
     directory = cell.directory(options.output)
     lock = cell_lock(directory).acquire()
     try:
+        if unless_finished and is_finished(directory):
+            raise CellFinishedError(f"benchmark cell {directory} is already finished")
         return _start(cell, options, directory, lock)
     except BaseException:
         lock.release()

@@ -12,7 +12,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ad_core.benchmarking.cells import CellOptions, RunningCell, is_finished, launch, poll, read_cell, stop
+from ad_core.benchmarking.cells import (CellFinishedError, CellOptions, RunningCell, is_finished, launch, poll,
+                                        read_cell, stop)
 from ad_core.benchmarking.grid import Cell
 from ad_core.api import RunFolderBusyError
 
@@ -84,12 +85,12 @@ def run_grid(cells: list[Cell], options: CellOptions, jobs: int = 1, progress: b
                     if len(running) >= jobs:
                         break
                     cell = queue.popleft()
-                    if is_finished(cell.directory(options.output)):  # finished by another grid meanwhile
+                    try:
+                        running.append(launch(cell, options, unless_finished=True))
+                    except CellFinishedError:  # finished by another grid meanwhile
                         records[cell] = {**(read_cell(cell.directory(options.output)) or {}), "resumed": True}
                         bar.update(1)
                         continue
-                    try:
-                        running.append(launch(cell, options))
                     except RunFolderBusyError:  # another grid on this directory runs it: wait for it
                         queue.append(cell)
                     show_running()
