@@ -46,6 +46,11 @@ def resolve_config(name: str, **overrides: Any) -> ModelConfig:
     params, accepts_any = _factory_params(spec.load_factory())
     hyper = {k: v for k, v in merged.items() if k in params or (accepts_any and k not in RUN_KEYS)}
     run = {k: v for k, v in merged.items() if k in RUN_KEYS}
+    if merged.get("model_seed") is not None:
+        if "seed" not in params:
+            raise TypeError(f"model {variant!r} makes no random draws of its own (its factory takes no `seed`), so "
+                            f"model_seed does not apply; the run's `seed` steers its weights and data order")
+        hyper["seed"] = int(merged["model_seed"])
     unknown = sorted(set(merged) - set(hyper) - set(run))
     if unknown:
         valid = sorted((params | RUN_KEYS) - {"self"})

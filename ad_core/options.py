@@ -25,7 +25,7 @@ NONE_WORDS = ("none", "null")
 RUN_TYPES: dict[str, tuple[type, bool]] = {
     "image_size": (object, False), "batch_size": (int, False), "eval_batch_size": (int, True),
     "num_epochs": (int, True), "max_steps": (int, True), "normalize": (bool, False), "num_workers": (int, True),
-    "seed": (int, False), "device": (str, True), "grad_clip": (float, True), "early_stopping_patience": (int, True),
+    "seed": (int, False), "model_seed": (int, True), "device": (str, True), "grad_clip": (float, True), "early_stopping_patience": (int, True),
     "threshold_method": (str, False), "k_sigma": (float, False), "precision": (str, False),
     "ema_decay": (float, True), "accumulate_grad_batches": (int, False), "image_mean": (object, True),
     "image_std": (object, True), "center_crop": (object, True), "validation": (str, False),

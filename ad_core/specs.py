@@ -28,6 +28,7 @@ RUN_KEYS = frozenset(
         "center_crop",
         "num_workers",
         "seed",
+        "model_seed",
         "device",
         "grad_clip",
         "early_stopping_patience",

@@ -3,6 +3,8 @@ loaders use `num_workers`, `allow_download` holds while the model is built, unkn
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ad_core import train
@@ -49,3 +51,22 @@ def test_allow_download_holds_while_the_model_is_built(tiny_plugin, monkeypatch)
 def test_a_run_key_that_was_dropped_is_an_error(tiny_plugin) -> None:
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['val_metric'\].*'precision'"):
         build_model("tiny-ae", val_metric="auroc")
+
+
+def test_model_seed_reaches_a_models_own_draws_and_the_runs_seed_does_not(outputs) -> None:
+    """`seed` steers the run; `model_seed` a model's own draws (here PaDiM's random channel subset)."""
+    def channels(**options):
+        model, _ = build_model("padim", pretrained=False, **options)
+        return model.channel_index.tolist()
+
+    assert channels(model_seed=3) == channels(model_seed=3, seed=9)
+    assert channels(model_seed=3) != channels(model_seed=4)
+    (result,) = train("demo", "weave", "padim", verbose=False, image_size=32, pretrained=False, write_maps=False,
+                      model_seed=3)
+    saved = json.loads((result.output_dir / "model.json").read_text())
+    assert saved["hyperparameters"]["seed"] == 3 and saved["run"]["model_seed"] == 3
+
+
+def test_model_seed_on_a_model_without_draws_of_its_own_is_an_error(tiny_plugin) -> None:
+    with pytest.raises(TypeError, match="model_seed does not apply"):
+        build_model("tiny-ae", model_seed=1)
