@@ -34,6 +34,9 @@ from ad_core.ensemble.report import write_ensemble_report
 from ad_core.ensemble.storage import is_ensemble, save_ensemble
 
 
+NAMED_BY_USER = "named by the user"  # how members passed to `build_ensemble` directly were chosen
+
+
 @dataclass
 class EnsembleResult:
     """What building one ensemble produced: per-rule results, the best rule and the one saved."""
@@ -46,7 +49,7 @@ class EnsembleResult:
     best_fusion: str
     fusion: str
     detector: Detector | None = field(default=None, repr=False)  # the saved ensemble, ready to predict
-    members_selected_on: str = "named by the user"
+    members_selected_on: str = NAMED_BY_USER
 
     @property
     def results(self) -> dict[str, Any]:
@@ -144,14 +147,14 @@ def build_ensemble(members: Sequence[str | Path], output_dir: str | Path | None 
                    root: str | Path | None = None, image_size: int | None = None, device: str | None = None,
                    threshold_method: str = "normal_fpr", k_sigma: float = 3.0, write_maps: bool = True,
                    normal_dir: str | Path | None = None, batch_size: int = 16,
-                   name: str = "ensemble", members_selected_on: str = "named by the user") -> EnsembleResult:
+                   name: str = "ensemble", members_selected_on: str = NAMED_BY_USER) -> EnsembleResult:
     """Fuse trained checkpoint folders into one detector, evaluate it per fusion rule and save it.
 
     The members are normalised on the normal training images of the dataset and category they were trained
     on (`model.json` records it; `dataset`, `category`, `root` override), or on the images of `normal_dir`:
     normal images the members never saw, which avoids the low bias of scores on training images. Each rule's
-    evaluation goes to `<output_dir>/fusion-<rule>/`; the ensemble saved in `output_dir` uses the best rule
-    (image AUROC, then pixel AUROC) unless `fusion` names one. Default `output_dir`: `outputs/<dataset>/<category>/<name>`.
+    evaluation goes to `<output_dir>/fusion-<rule>/`; the ensemble saved in `output_dir` uses the best rule on the
+    members' validation source (image AUROC, then pixel AUROC; never the test split) unless `fusion` names one. Default `output_dir`: `outputs/<dataset>/<category>/<name>`.
     `members_selected_on` says how the members were chosen (recorded in `ensemble.json` and the report).
     """
     if fusion is not None:
