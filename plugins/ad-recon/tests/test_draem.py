@@ -206,6 +206,8 @@ def test_opacity_range_sets_the_texture_share() -> None:
     assert not torch.equal(on_dark[inside], on_bright[inside])  # the authors' range keeps part of the image
     with pytest.raises(ValueError, match="opacity_range"):
         DraemSynthesis(TextureSource(None), opacity_range=(0.8, 0.2))
+    with pytest.raises(ValueError, match="opacity_range"):
+        tiny(opacity_range=0.5)
 
 
 def test_default_synthesis_equals_the_authors_settings_spelled_out() -> None:

@@ -128,7 +128,7 @@ class Draem(AnomalyModel):
         check_multiple("DRAEM", as_size(image_size), STRIDE, STRIDE)
         self.reconstructive = ReconstructiveNetwork(int(reconstructive_width))
         self.discriminative = DiscriminativeNetwork(int(discriminative_width))
-        if len(opacity_range) != 2:
+        if isinstance(opacity_range, str) or not isinstance(opacity_range, Sequence) or len(opacity_range) != 2:
             raise ValueError(f"opacity_range must be two numbers (low, high), got {opacity_range}")
         if focal_alpha is not None and not 0.0 <= float(focal_alpha) <= 1.0:
             raise ValueError(f"focal_alpha must be None (the authors' focal loss) or in [0, 1], got {focal_alpha}")
