@@ -217,6 +217,8 @@ def test_default_synthesis_equals_the_authors_settings_spelled_out() -> None:
                              empty_mask_retries=0)(images, torch.Generator().manual_seed(5))
     assert all(torch.equal(a, b) for a, b in zip(default, spelled))
     assert tiny().synthesis.image_share == (0.0, 0.8)  # the authors' beta in [0, 0.8)
+    regime = tiny(opacity_range=[0.1, 1.0], empty_mask_retries=10).synthesis  # the model hands its options on
+    assert regime.image_share == pytest.approx((0.0, 0.9)) and regime.empty_mask_retries == 10
 
 
 def test_focal_alpha_one_ignores_the_background_as_anomalib() -> None:
