@@ -481,6 +481,9 @@ def draem(images: torch.Tensor) -> dict[str, float]:
     # kornia averages its focal map over classes x pixels: half the per-pixel mean with two classes
     loss_as_anomalib = l2 + ssim_reflect + 0.5 * focal_loss(torch.softmax(logits, 1), masks, alpha=1.0, smooth=0.0)
     loss_ours = l2 + ssim_loss(reconstruction, clean) + focal_loss(torch.softmax(logits, 1), masks)  # `Draem.loss`
+    ours.focal_alpha = 1.0  # the option `focal_alpha=1` against kornia's loss on the same logits (smoothing aside)
+    focal_option, focal_kornia = ours.focal(torch.softmax(logits, 1), masks), DraemLoss().focal_loss(logits, masks.long())
+    ours.focal_alpha = None
     theirs.eval()
     ours.eval()
     with torch.no_grad():
@@ -493,6 +496,7 @@ def draem(images: torch.Tensor) -> dict[str, float]:
         "loss_anomalib": float(loss_t), "loss_ours": float(loss_as_anomalib),
         "loss_rel_diff": abs(float(loss_t) - float(loss_as_anomalib)) / max(abs(float(loss_t)), 1e-12),
         "loss_ours_authors_form": float(loss_ours),
+        "focal_alpha_1_option_vs_kornia_rel_diff": abs(float(focal_option) - float(focal_kornia)) / float(focal_kornia),
         "reconstruction_max_abs_diff": float((reconstruction_t - reconstruction).abs().max()),
         "score_max_abs_diff": float((out.pred_score.flatten() - score).abs().max()),
         "score_pooled_21_vs_anomalib_max_abs_diff": float((out.pred_score.flatten() - pooled).abs().max()),

@@ -53,6 +53,9 @@ def test_score_is_the_max_of_the_21_px_average_pooled_map() -> None:
     block = torch.zeros(1, 64, 64)
     block[0, 10:31, 10:31] = 0.5
     torch.testing.assert_close(pooled_max(block, 21), torch.tensor([0.5]))
+    amap = torch.rand(3, 40, 72, generator=torch.Generator().manual_seed(0)) ** 4  # separable sums = square pooling
+    square = F.avg_pool2d(amap.unsqueeze(1), 21, stride=1, padding=10).squeeze(1).amax(dim=(1, 2))
+    torch.testing.assert_close(pooled_max(amap, 21), square, rtol=1e-5, atol=0)
 
 
 def test_prediction_map_is_the_anomalous_class_probability() -> None:
@@ -148,3 +151,86 @@ def test_bad_anomaly_source_dir_is_a_clear_error(tmp_path: Path, case: str) -> N
     with pytest.raises(ValueError, match="anomaly_source_dir") as info:
         tiny(anomaly_source_dir=str(folder))
     assert str(folder) in str(info.value)
+
+
+# -- anomalib 2.7's regime as options (focal_alpha, empty_mask_retries, opacity_range) ---------------------------
+
+def test_default_mask_draws_are_those_of_one_rotated_perlin_mask() -> None:
+    from ad_core.components.synthesis import perlin_noise, rotate
+
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        mask = rotated_perlin_mask((32, 32), g)
+        ref = torch.Generator().manual_seed(seed)  # the single draw, written out: exponents, noise, angle
+        exponents = torch.randint(0, 6, (2,), generator=ref)
+        noise = perlin_noise((32, 32), (2 ** int(exponents[0]), 2 ** int(exponents[1])), ref)
+        noise = rotate(noise.unsqueeze(0), -90 + 180 * float(torch.rand((), generator=ref)))[0]
+        assert torch.equal(mask, (noise > 0.5).float())
+        assert torch.equal(g.get_state(), ref.get_state())  # nothing else drawn
+
+
+def test_empty_mask_retries_redraw_an_empty_mask_only() -> None:
+    empty_seeds = [s for s in range(200) if rotated_perlin_mask((32, 32), torch.Generator().manual_seed(s)).sum() == 0]
+    assert empty_seeds, "no seed gives an empty first mask"
+    for seed in empty_seeds[:3]:
+        assert rotated_perlin_mask((32, 32), torch.Generator().manual_seed(seed), empty_retries=10).sum() > 0
+    full = next(s for s in range(200) if s not in empty_seeds)
+    once = rotated_perlin_mask((32, 32), torch.Generator().manual_seed(full))
+    assert torch.equal(rotated_perlin_mask((32, 32), torch.Generator().manual_seed(full), empty_retries=10), once)
+    with pytest.raises(ValueError, match="empty_retries"):
+        rotated_perlin_mask((32, 32), torch.Generator(), empty_retries=-1)
+
+
+def test_retries_give_every_anomalous_image_an_anomaly() -> None:
+    images = torch.rand(40, 3, 32, 32)
+    counts = {}
+    for retries in (0, 10):
+        synthesis = DraemSynthesis(TextureSource(None), anomaly_probability=1.0, rotation_probability=0.0,
+                                   empty_mask_retries=retries)
+        _, _, masks = synthesis(images, torch.Generator().manual_seed(0))
+        counts[retries] = int((masks.flatten(1).sum(1) > 0).sum())
+    assert counts[0] < 40 and counts[10] == 40
+
+
+def test_opacity_range_sets_the_texture_share() -> None:
+    dark, bright = torch.zeros(2, 3, 32, 32), torch.ones(2, 3, 32, 32)
+    outputs = {}
+    for opacity in ((1.0, 1.0), (0.2, 1.0)):
+        synthesis = DraemSynthesis(TextureSource(None), anomaly_probability=1.0, rotation_probability=0.0,
+                                   opacity_range=opacity, empty_mask_retries=10)
+        outputs[opacity] = [synthesis(x, torch.Generator().manual_seed(1))[1:] for x in (dark, bright)]
+    (on_dark, mask), (on_bright, _) = outputs[(1.0, 1.0)]
+    inside = mask.bool().unsqueeze(1).expand_as(on_dark)
+    assert torch.equal(on_dark[inside], on_bright[inside])  # opacity 1: the texture replaces the image
+    (on_dark, _), (on_bright, _) = outputs[(0.2, 1.0)]
+    assert not torch.equal(on_dark[inside], on_bright[inside])  # the authors' range keeps part of the image
+    with pytest.raises(ValueError, match="opacity_range"):
+        DraemSynthesis(TextureSource(None), opacity_range=(0.8, 0.2))
+    with pytest.raises(ValueError, match="opacity_range"):
+        tiny(opacity_range=0.5)
+
+
+def test_default_synthesis_equals_the_authors_settings_spelled_out() -> None:
+    images = torch.rand(8, 3, 32, 32)
+    default = DraemSynthesis(TextureSource(None))(images, torch.Generator().manual_seed(5))
+    spelled = DraemSynthesis(TextureSource(None), 0.5, rotation_probability=0.3, opacity_range=(0.2, 1.0),
+                             empty_mask_retries=0)(images, torch.Generator().manual_seed(5))
+    assert all(torch.equal(a, b) for a, b in zip(default, spelled))
+    assert tiny().synthesis.image_share == (0.0, 0.8)  # the authors' beta in [0, 0.8)
+    regime = tiny(opacity_range=[0.1, 1.0], empty_mask_retries=10).synthesis  # the model hands its options on
+    assert regime.image_share == pytest.approx((0.0, 0.9)) and regime.empty_mask_retries == 10
+
+
+def test_focal_alpha_one_ignores_the_background_as_anomalib() -> None:
+    probabilities = torch.softmax(torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(0)), 1)
+    background = torch.zeros(2, 16, 16)
+    assert tiny().focal(probabilities, background) > 0
+    assert tiny(focal_alpha=1.0).focal(probabilities, background) == 0
+    masks = (torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(1)) > 0.7).float()
+    kornia_form = focal_loss(probabilities, masks, alpha=0.25) / 2  # mean over classes x pixels
+    torch.testing.assert_close(tiny(focal_alpha=0.25).focal(probabilities, masks), kornia_form)
+    images = torch.rand(2, 3, 32, 32)
+    _, parts = tiny(focal_alpha=1.0).loss(images, images, torch.zeros(2, 32, 32))
+    assert parts["focal"] == 0 and parts["l2"] > 0
+    with pytest.raises(ValueError, match="focal_alpha"):
+        tiny(focal_alpha=2.0)

@@ -7,7 +7,13 @@ texture from the anomaly source (a texture folder, DTD in the paper; else the co
 altered by three distinct random augmentations out of ten (the authors draw three of their imgaug list); a Perlin
 noise with 2^k cells per axis (k in [0, 6)) is rotated by an angle in [-90°, 90°] and thresholded at 0.5 into the
 mask; inside the mask the texture is blended over the image, the image keeping a share beta drawn in [0, 0.8).
-Every draw comes from the generator it is given.
+An empty mask leaves the image normal (its mask empty), as in the authors' code. Every draw comes from the
+generator it is given.
+
+Two options reproduce anomalib 2.7's augmenter instead (both off by default): `empty_mask_retries` redraws an
+empty mask up to that many times (anomalib: 10, so nearly every "anomalous" image carries an anomaly), and
+`opacity_range` sets the range the texture's opacity 1 - beta is drawn from (authors: (0.2, 1.0); anomalib:
+(0.1, 1.0)).
 """
 
 from __future__ import annotations
@@ -72,25 +78,40 @@ def augment_texture(texture: torch.Tensor, generator: torch.Generator, count: in
 
 
 def rotated_perlin_mask(size: tuple[int, int], generator: torch.Generator, min_scale: int = 0, max_scale: int = 6,
-                        threshold: float = 0.5) -> torch.Tensor:
-    """DRAEM's mask [H, W] in {0, 1}: Perlin noise (2^k cells per axis) rotated in [-90°, 90°], thresholded."""
-    exponents = torch.randint(min_scale, max_scale, (2,), generator=generator)
-    noise = C.perlin_noise(size, (2 ** int(exponents[0]), 2 ** int(exponents[1])), generator)
-    noise = C.rotate(noise.unsqueeze(0), _uniform(generator, -90, 90))[0]
-    return (noise > threshold).float()
+                        threshold: float = 0.5, empty_retries: int = 0) -> torch.Tensor:
+    """DRAEM's mask [H, W] in {0, 1}: Perlin noise (2^k cells per axis) rotated in [-90°, 90°], thresholded.
+
+    May be empty (the authors keep it: the image stays normal); `empty_retries` redraws an empty mask up to that
+    many times (anomalib's augmenter: 10). With 0 the draws are exactly those of a single mask."""
+    if empty_retries < 0:
+        raise ValueError(f"empty_retries must be >= 0, got {empty_retries}")
+    for _ in range(empty_retries + 1):
+        exponents = torch.randint(min_scale, max_scale, (2,), generator=generator)
+        noise = C.perlin_noise(size, (2 ** int(exponents[0]), 2 ** int(exponents[1])), generator)
+        noise = C.rotate(noise.unsqueeze(0), _uniform(generator, -90, 90))[0]
+        mask = (noise > threshold).float()
+        if mask.any():
+            break
+    return mask
 
 
 class DraemSynthesis:
     """Turns a batch of normal images into (training images, augmented images, anomaly masks) as DRAEM trains."""
 
-    def __init__(self, source: C.TextureSource, anomaly_probability: float = 0.5, max_image_share: float = 0.8,
-                 rotation_probability: float = 0.3) -> None:
+    def __init__(self, source: C.TextureSource, anomaly_probability: float = 0.5, rotation_probability: float = 0.3,
+                 opacity_range: tuple[float, float] = (0.2, 1.0), empty_mask_retries: int = 0) -> None:
         for name, value in (("anomaly_probability", anomaly_probability),
                             ("rotation_probability", rotation_probability)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        self.source, self.anomaly_probability, self.max_image_share = source, anomaly_probability, max_image_share
-        self.rotation_probability = rotation_probability
+        low, high = (float(v) for v in opacity_range)
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"opacity_range must be (low, high) with 0 <= low <= high <= 1, got {opacity_range}")
+        if empty_mask_retries < 0:
+            raise ValueError(f"empty_mask_retries must be >= 0, got {empty_mask_retries}")
+        self.source, self.anomaly_probability = source, anomaly_probability
+        self.rotation_probability, self.empty_mask_retries = rotation_probability, int(empty_mask_retries)
+        self.image_share = (1.0 - high, 1.0 - low)  # drawn as the authors draw beta, the image's share
 
     def one(self, image: torch.Tensor, generator: torch.Generator
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,8 +122,8 @@ class DraemSynthesis:
         if float(torch.rand((), generator=generator)) >= self.anomaly_probability:
             return image, image, image.new_zeros(size)
         texture = augment_texture(self.source.sample(size, generator), generator)
-        mask = rotated_perlin_mask(size, generator)
-        image_share = _uniform(generator, 0.0, self.max_image_share)
+        mask = rotated_perlin_mask(size, generator, empty_retries=self.empty_mask_retries)
+        image_share = _uniform(generator, *self.image_share)
         return image, C.blend_anomaly(image, texture, mask, 1.0 - image_share), mask
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator

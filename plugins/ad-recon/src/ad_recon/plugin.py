@@ -78,7 +78,7 @@ def draem_specs() -> list[ModelSpec]:
                   "score_pooling": 21, "anomaly_probability": 0.5, "rotation_probability": 0.3,
                   "reconstructive_width": 128,
                   "discriminative_width": 64, "image_size": 256, "batch_size": 8, "num_epochs": 700,
-                  "normalize": False},
+                  "normalize": False, "focal_alpha": None, "empty_mask_retries": 0, "opacity_range": [0.2, 1.0]},
         test_overrides={"draem": {"reconstructive_width": 8, "discriminative_width": 8, "image_size": 32,
                                   "batch_size": 8, "num_epochs": 10, "lr": 1e-3, "score_pooling": 5}},
     )]
