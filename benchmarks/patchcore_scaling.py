@@ -1,6 +1,7 @@
 """PatchCore's fit against the training-set size: time, memory and the bank's quality, streamed vs one-shot coreset.
 
     python benchmarks/patchcore_scaling.py --data PATH/magnetic_tile --sizes 100,200,400,800,1600 --exact-up-to 100
+    python benchmarks/patchcore_scaling.py --data PATH/magnetic_tile --sizes 50 --exact-up-to 50 --merge  # add rows
     python benchmarks/patchcore_scaling.py --demo-only        # image/pixel AUROC on the demo set only
     python benchmarks/patchcore_scaling.py --demo-only --auroc-data PATH/magnetic_tile --demo-size 128
 
