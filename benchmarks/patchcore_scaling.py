@@ -1,6 +1,7 @@
 """PatchCore's fit against the training-set size: time, memory and the bank's quality, streamed vs one-shot coreset.
 
     python benchmarks/patchcore_scaling.py --data PATH/magnetic_tile --sizes 100,200,400,800,1600 --exact-up-to 100
+    python benchmarks/patchcore_scaling.py --data PATH/magnetic_tile --sizes 50 --exact-up-to 50 --merge  # add rows
     python benchmarks/patchcore_scaling.py --demo-only        # image/pixel AUROC on the demo set only
     python benchmarks/patchcore_scaling.py --demo-only --auroc-data PATH/magnetic_tile --demo-size 128
 
@@ -41,6 +42,7 @@ ONE_GROUP = 1 << 40
 MODES = {"seeded": {}, "grouped": {"seed_groups": 0},
          "exact": {"max_pending_patches": ONE_GROUP}}
 RESULTS = Path(__file__).resolve().parent / "results"
+LISTED_PAIRS = 20  # changed test pairs listed in the record (all of them are counted)
 
 
 def reset_peak_rss() -> float:
@@ -197,6 +199,7 @@ def scaling(args: argparse.Namespace, record: dict) -> list[dict]:
     for n in args.sizes:
         modes = [m for m in args.modes if m != "exact" or n <= args.exact_up_to]
         for mode in modes:
+            rows[:] = [r for r in rows if (r["images"], r["mode"]) != (n, mode)]  # a re-run replaces its row
             cmd = [sys.executable, __file__, "--one", str(n), "--mode", mode, "--size", str(args.size),
                    "--backbone", args.backbone, "--threads", str(args.threads),
                    "--radius-budget", str(args.radius_budget)] + (["--data", args.data] if args.data else [])
@@ -227,15 +230,18 @@ def summarise(record: dict) -> None:
                 for g in rows if g["mode"] == mode and g["images"] == r["images"]}
 
 
-def write(record: dict, args: argparse.Namespace) -> None:
-    RESULTS.mkdir(exist_ok=True)
+def record_path(args: argparse.Namespace) -> Path:
+    """The JSON record of this command: per backbone and image size, or per AUROC data set and size."""
     if args.demo_only:
         source = Path(args.auroc_data).name if args.auroc_data else "demo"
         chosen = "".join(f"_{c}" for c in args.categories or ()) if not args.auroc_data else ""
-        name = f"patchcore_auroc_{source}_{args.demo_size}px{chosen}.json"
-    else:
-        name = f"patchcore_scaling_{args.backbone}_{args.size}px.json"
-    (RESULTS / name).write_text(json.dumps(record, indent=1) + "\n")
+        return RESULTS / f"patchcore_auroc_{source}_{args.demo_size}px{chosen}.json"
+    return RESULTS / f"patchcore_scaling_{args.backbone}_{args.size}px.json"
+
+
+def write(record: dict, args: argparse.Namespace) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    record_path(args).write_text(json.dumps(record, indent=1) + "\n")
 
 
 def changed_pairs(scores: dict[str, dict], mode: str, reference: str = "exact") -> dict:
@@ -243,7 +249,8 @@ def changed_pairs(scores: dict[str, dict], mode: str, reference: str = "exact") 
     margins (normal score - defective score: > 0 when ranked wrong) in both, beside the spread of the normal scores.
 
     An image-AUROC difference that is one pair flipping by a margin far below that spread is noise of the bank's
-    draw; many pairs, or margins of the spread's size, would be a systematic loss.
+    draw; many pairs, or margins of the spread's size, would be a systematic loss. The first `LISTED_PAIRS` changed
+    pairs are listed; the counts cover all of them (their difference over the test pairs is the AUROC difference).
     """
     import statistics
 
@@ -259,8 +266,11 @@ def changed_pairs(scores: dict[str, dict], mode: str, reference: str = "exact") 
     ours, theirs = margins(first["scores"]), margins(second["scores"])
     changed = [pair for pair in ours if (ours[pair] >= 0) != (theirs[pair] >= 0)]
     normal = [v for v, label in zip(second["scores"], labels) if not label]
+    wrong_here = sum(ours[pair] >= 0 for pair in changed)
     return {"pairs": [{"defective": d, "normal": n, f"margin_{mode}": round(ours[d, n], 5),
-                       f"margin_{reference}": round(theirs[d, n], 5)} for d, n in changed],
+                       f"margin_{reference}": round(theirs[d, n], 5)} for d, n in changed[:LISTED_PAIRS]],
+            "changed": len(changed), f"wrong_in_{mode}_only": wrong_here,
+            f"wrong_in_{reference}_only": len(changed) - wrong_here,
             "normal_score_std": round(statistics.pstdev(normal), 5), "test_pairs": len(ours)}
 
 
@@ -325,6 +335,8 @@ def main() -> None:
     parser.add_argument("--auroc-data", default=None, help="MVTec-layout category folder for the AUROC comparison")
     parser.add_argument("--demo-only", action="store_true")
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--merge", action="store_true",
+                        help="add the fits to the existing record (a re-run size and mode replaces its row)")
     parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="seeded", choices=list(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -333,6 +345,8 @@ def main() -> None:
         return
     record = {"benchmark": "patchcore_scaling", "machine": platform.processor() or platform.machine(),
               "threads": args.threads}
+    if args.merge and record_path(args).exists():
+        record = json.loads(record_path(args).read_text())
     if not args.demo_only:
         record.update(backbone=args.backbone, image_size=args.size, data=args.data or "demo generator")
         scaling(args, record)
