@@ -114,7 +114,7 @@ class AffineCouplingBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Map x to y (or y back to x with `reverse=True`); returns (output, log|det J| per sample)."""
         self._check(x, condition)
-        if not reverse and not torch.is_grad_enabled():
+        if not reverse and self._untracked():
             y, log_det = self._forward_without_grad(x, condition, with_log_det=True)
             return y, log_det
         scale = self._channel_view(self._scale(), x)
@@ -137,10 +137,18 @@ class AffineCouplingBlock(nn.Module):
         return self._permute(torch.addcmul(offset, y, scale), reverse=False), log_scale.sum(dims) + global_log_det
 
     def transform(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """The forward map alone, without gradients: what scoring needs when it reads only the latent."""
+        """The forward map alone (scoring that reads only the latent): without autograd, the scoring path
+        without the log-determinant."""
+        if not self._untracked():
+            return self(x, condition)[0]
         self._check(x, condition)
-        with torch.no_grad():
-            return self._forward_without_grad(x, condition, with_log_det=False)[0]
+        return self._forward_without_grad(x, condition, with_log_det=False)[0]
+
+    @staticmethod
+    def _untracked() -> bool:
+        """No autograd and no graph capture (an ONNX export traces the differentiable path's plain operations;
+        the in-place steps and `out=` writes of the scoring path do not trace into its graph)."""
+        return not torch.is_grad_enabled() and not torch.jit.is_tracing()
 
     def _forward_without_grad(
         self, x: torch.Tensor, condition: torch.Tensor | None, with_log_det: bool

@@ -47,6 +47,7 @@ class FoldedReconstruction(nn.Module):
         super().__init__()
         self.bottleneck = fold_batchnorm(bottleneck)
         self.decoder = fold_batchnorm(decoder)
+        self.requires_grad_(False)  # a fixed copy for scoring (an exported graph takes its weights as constants)
 
     def forward(self, encoded: list[torch.Tensor]) -> list[torch.Tensor]:
         embedding = self.bottleneck([f.contiguous(memory_format=torch.channels_last) for f in encoded])
