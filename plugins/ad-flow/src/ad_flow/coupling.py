@@ -18,6 +18,8 @@ For an input x of C channels split into x1 (the first C - C//2) and x2 (the rest
 
 with softplus_global(g) = 0.1 * softplus(g, beta=0.5), initialised to `global_affine_init`.
 Inputs are [N, C] vectors or [N, C, *spatial] maps; conditions have the input's shape except for channels.
+Without autograd (scoring) a block computes the same map in fewer passes over memory, and `transform` skips
+the log-determinant for models whose score reads only z.
 """
 
 from __future__ import annotations
