@@ -121,7 +121,8 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     one = images[:1]
     flops = {}
     if not args.no_flops:
-        work = {"backbone": gflops(lambda: bare_on(detector.pre(one))), "predict": gflops(lambda: detector.predict(one))}
+        work = {"backbone": gflops(lambda: bare_on(detector.pre(one))),
+                "predict": gflops(lambda: detector.predict(one))}
         flops = {"backbone_gflops_per_image": round(work["backbone"], 2),
                  "predict_gflops_per_image": round(work["predict"], 2),
                  "flops_ratio": round(work["predict"] / work["backbone"], 2)}

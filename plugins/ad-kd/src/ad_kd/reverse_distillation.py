@@ -43,7 +43,8 @@ def reconstruction_loss(encoded: Sequence[torch.Tensor], decoded: Sequence[torch
     return total
 
 
-def check_reconstruction(images: torch.Tensor, encoded: Sequence[torch.Tensor], decoded: Sequence[torch.Tensor]) -> None:
+def check_reconstruction(images: torch.Tensor, encoded: Sequence[torch.Tensor],
+                         decoded: Sequence[torch.Tensor]) -> None:
     """The decoder's grids match the encoder's only for image sides that are multiples of 32."""
     if any(e.shape != d.shape for e, d in zip(encoded, decoded)):
         raise ValueError(f"Reverse Distillation needs image sides that are multiples of 32 (the decoder doubles "
