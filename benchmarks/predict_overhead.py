@@ -26,7 +26,8 @@ beside a pass of minutes):
 
     python benchmarks/predict_overhead.py --models uflow --repeats 1 --warmup 0 --no-flops --tag _uflow
 With `--test-run`, the end-to-end `adcore test`-like scoring throughput (images/s, including decoding the
-demo images in `--workers` loader workers) is measured for the same models beside it.
+demo images in `--workers` loader workers) is measured for the same models beside it; `test_throughput.py`
+measures the real `adcore test` path (checkpoint folders, PNG files on disk) beside predict and backbone.
 A JSON record goes under benchmarks/results/.
 """
 
