@@ -19,9 +19,15 @@ the plugin READMEs' "predict path against the bare backbone" tables:
 
     python benchmarks/predict_overhead.py --repeats 1 --tag _idle
 
-(U-Flow's MS-CaiT is 575 GFLOP per 256 px image: its four timed passes of 16 images are most of the run.)
+U-Flow's MS-CaiT is 575 GFLOP per 256 px image (its flow and NFA map add 3 %): one pass of 16 images takes
+minutes idle and over twenty on two loaded cores, so the passes above (two warm-ups, two timed) did not finish
+under load. Time it alone with one timed pass of each path and no warm-up (a first-call cost is noise
+beside a pass of minutes):
+
+    python benchmarks/predict_overhead.py --models uflow --repeats 1 --warmup 0 --no-flops --tag _uflow
 With `--test-run`, the end-to-end `adcore test`-like scoring throughput (images/s, including decoding the
-demo images in `--workers` loader workers) is measured for the same models beside it.
+demo images in `--workers` loader workers) is measured for the same models beside it; `test_throughput.py`
+measures the real `adcore test` path (checkpoint folders, PNG files on disk) beside predict and backbone.
 A JSON record goes under benchmarks/results/.
 """
 
@@ -114,12 +120,17 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         detector.predict(images)
 
     one = images[:1]
-    work = {"backbone": gflops(lambda: bare_on(detector.pre(one))), "predict": gflops(lambda: detector.predict(one))}
-    flops = {"backbone_gflops_per_image": round(work["backbone"], 2), "predict_gflops_per_image": round(work["predict"], 2),
-             "flops_ratio": round(work["predict"] / work["backbone"], 2)}
+    flops = {}
+    if not args.no_flops:
+        work = {"backbone": gflops(lambda: bare_on(detector.pre(one))),
+                "predict": gflops(lambda: detector.predict(one))}
+        flops = {"backbone_gflops_per_image": round(work["backbone"], 2),
+                 "predict_gflops_per_image": round(work["predict"], 2),
+                 "flops_ratio": round(work["predict"] / work["backbone"], 2)}
     if args.flops_only:
         return {"model": name, **flops}
-    bare(), whole()  # warm-up
+    for _ in range(args.warmup):
+        bare(), whole()
     times = {"backbone": [], "predict": []}
     for _ in range(args.repeats):
         times["backbone"].append(timed(bare))
@@ -154,6 +165,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--train", type=int, default=32, help="training images of the feature-bank models")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed passes of each path first (0 for models whose "
+                                                                "one pass takes minutes: U-Flow)")
+    parser.add_argument("--no-flops", action="store_true", help="skip counting the multiply-adds (two more passes of "
+                                                                "one image)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: every available CPU, as "
                                                                 "adcore's commands use)")
     parser.add_argument("--test-run", action="store_true", help="also measure end-to-end scoring images/s")
@@ -186,7 +201,7 @@ def main() -> None:
             row["test_images_per_s"] = test_run(name, args)
         record["rows"].append(row)
         print(f"{name:22s} {row['backbone_s']:10.3f} {row['predict_s']:10.3f} {row['ratio']:6.2f} "
-              f"{row['predict_images_per_s']:7.2f} {row['flops_ratio']:11.2f}"
+              f"{row['predict_images_per_s']:7.2f} {row.get('flops_ratio', float('nan')):11.2f}"
               + (f"  {row['test_images_per_s']:10.2f}" if args.test_run else ""),
               flush=True)
         out.write_text(json.dumps(record, indent=1) + "\n")  # after every model: a long run stopped keeps its rows

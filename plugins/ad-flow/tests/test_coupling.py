@@ -150,3 +150,28 @@ def test_rejects_wrong_channels() -> None:
     block = AffineCouplingBlock(4, conv_subnet)
     with pytest.raises(ValueError, match=r"\[N, 4"):
         block(torch.randn(1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("soft,vectors", [(False, False), (True, False), (False, True), (True, True)])
+def test_scoring_path_without_gradients_matches_the_training_path(soft: bool, vectors: bool) -> None:
+    """Without autograd the block runs its element-wise steps in place and skips the concatenation; the map,
+    its log-determinant and the latent-only `transform` stay those of the differentiable path."""
+    torch.manual_seed(7)
+    if vectors:
+        flow = SequentialFlow(AffineCouplingBlock(6, tanh_subnet, condition_channels=3, clamp=1.9,
+                                                  soft_permutation=soft, seed=20 + i) for i in range(3))
+        x, condition = torch.randn(11, 6), torch.randn(11, 3)
+    else:
+        flow, condition = map_flow(soft=soft, seed=5), None
+        x = torch.randn(2, 5, 6, 7)
+    randomise(flow)  # also moves the global affine off scale 1, offset 0
+    with torch.enable_grad():
+        reference, reference_log_det = flow(x, condition)
+    assert reference.requires_grad
+    with torch.inference_mode():
+        y, log_det = flow(x, condition)
+        z = flow.transform(x, condition)
+    torch.testing.assert_close(y, reference.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(log_det, reference_log_det.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(z, reference.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(flow(y, condition, reverse=True)[0], x, rtol=1e-5, atol=1e-5)

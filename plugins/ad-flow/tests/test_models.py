@@ -116,3 +116,22 @@ def test_cflow_image_batch_with_fewer_fibers_than_a_fiber_batch_takes_one_step_p
     steps = count_optimizer_steps(model)
     GradientTrainer(device="cpu", max_steps=1, progress=False).fit(model, [batch(1)])
     assert len(steps) == 3
+
+
+def test_fastflow_map_from_the_scoring_path_equals_the_training_path_latents() -> None:
+    """The map runs the flows without log-determinants; it is the one the likelihood of the training path's z gives."""
+    torch.manual_seed(3)
+    model = FastFlow(image_size=64, flow_steps=2, pretrained=False).eval()
+    with torch.no_grad():
+        for p in model.flows.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    images = torch.randn(2, 3, 64, 64)
+    with torch.enable_grad():
+        latents = [z.detach() for z, _ in model.latents(images)]
+    expected = torch.stack([torch.nn.functional.interpolate(-torch.exp(-0.5 * z.pow(2).mean(1, keepdim=True)),
+                                                            size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+                            for z in latents]).mean(0)
+    with torch.inference_mode():
+        score, amap = model.compute(images)
+    torch.testing.assert_close(amap, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(score, expected.amax(dim=(-2, -1)))

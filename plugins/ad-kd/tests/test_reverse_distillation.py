@@ -102,3 +102,53 @@ def test_image_sides_must_be_multiples_of_32(r18) -> None:
 def test_unsupported_backbone_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="ResNet"):
         ReverseDistillation(backbone="efficientnet_b0", pretrained=False)
+
+
+def _scramble_batchnorm(model: ReverseDistillation, seed: int) -> None:
+    """Statistics and affine parameters away from their identity initialisation, so folding them is not trivial."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in [*model.bottleneck.modules(), *model.decoder.modules()]:
+            if isinstance(module, torch.nn.BatchNorm2d):
+                for tensor, low, high in [(module.running_mean, -1, 1), (module.running_var, 0.5, 2),
+                                          (module.weight, 0.5, 1.5), (module.bias, -0.5, 0.5)]:
+                    tensor.copy_(torch.empty_like(tensor).uniform_(low, high, generator=g))
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "wide_resnet50_2"])
+def test_predict_path_folds_batchnorm_and_matches_the_training_path(backbone) -> None:
+    torch.manual_seed(4)
+    model = ReverseDistillation(backbone=backbone, pretrained=False).eval()
+    _scramble_batchnorm(model, 5)
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        encoded, decoded = model(images)
+        folded = model.folded_reconstruction()
+        fast = folded(encoded)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in fast)
+    for reference, result in zip(decoded, fast):
+        torch.testing.assert_close(result, reference, rtol=1e-5, atol=1e-5 * float(reference.abs().max()))
+    # the modules training uses keep their BatchNorm layers
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.decoder.modules()) > 0
+
+
+def test_folded_predict_path_follows_weight_changes(r18) -> None:
+    """A weight changed after a prediction (an optimiser step, a loaded checkpoint) is seen by the next one."""
+    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    r18.mark_fitted()
+    before = r18.predict(images).anomaly_map
+    assert r18.folded_reconstruction() is r18.folded_reconstruction()  # unchanged weights: built once
+    saved = {k: v.clone() for k, v in r18.state_dict().items()}
+    try:
+        _scramble_batchnorm(r18, 8)
+        changed = r18.predict(images).anomaly_map
+        with torch.no_grad():
+            encoded, decoded = r18(images)
+        expected = sum(F.interpolate((1 - F.cosine_similarity(e, d, dim=1)).unsqueeze(1), size=(64, 64),
+                                     mode="bilinear", align_corners=False)[:, 0] for e, d in zip(encoded, decoded))
+        torch.testing.assert_close(changed, gaussian_blur(expected, 4.0), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(changed, before)
+    finally:
+        r18.load_state_dict(saved)
+    torch.testing.assert_close(r18.predict(images).anomaly_map, before)

@@ -18,6 +18,8 @@ For an input x of C channels split into x1 (the first C - C//2) and x2 (the rest
 
 with softplus_global(g) = 0.1 * softplus(g, beta=0.5), initialised to `global_affine_init`.
 Inputs are [N, C] vectors or [N, C, *spatial] maps; conditions have the input's shape except for channels.
+Without autograd (scoring) a block computes the same map in fewer passes over memory, and `transform` skips
+the log-determinant for models whose score reads only z.
 """
 
 from __future__ import annotations
@@ -102,15 +104,21 @@ class AffineCouplingBlock(nn.Module):
     def _scale(self) -> torch.Tensor:
         return 0.1 * F.softplus(self.global_scale, beta=0.5)
 
-    def forward(
-        self, x: torch.Tensor, condition: torch.Tensor | None = None, reverse: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map x to y (or y back to x with `reverse=True`); returns (output, log|det J| per sample)."""
+    def _check(self, x: torch.Tensor, condition: torch.Tensor | None) -> None:
         if x.ndim < 2 or x.shape[1] != self.channels:
             raise ValueError(f"expected input [N, {self.channels}, ...], got {tuple(x.shape)}")
         if (condition is None) != (self.condition_channels == 0):
             raise ValueError(f"this block takes a condition of {self.condition_channels} channels"
                              if self.condition_channels else "this block is unconditional: pass no condition")
+
+    def forward(
+        self, x: torch.Tensor, condition: torch.Tensor | None = None, reverse: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map x to y (or y back to x with `reverse=True`); returns (output, log|det J| per sample)."""
+        self._check(x, condition)
+        if not reverse and self._untracked():
+            y, log_det = self._forward_without_grad(x, condition, with_log_det=True)
+            return y, log_det
         scale = self._channel_view(self._scale(), x)
         offset = self._channel_view(self.global_offset, x)
         positions = x[0, 0].numel()
@@ -130,6 +138,42 @@ class AffineCouplingBlock(nn.Module):
         y = torch.cat([x1, torch.addcmul(shift, x2, torch.exp(log_scale))], 1)
         return self._permute(torch.addcmul(offset, y, scale), reverse=False), log_scale.sum(dims) + global_log_det
 
+    def transform(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """The forward map alone (scoring that reads only the latent): without autograd, the scoring path
+        without the log-determinant."""
+        if not self._untracked():
+            return self(x, condition)[0]
+        self._check(x, condition)
+        return self._forward_without_grad(x, condition, with_log_det=False)[0]
+
+    @staticmethod
+    def _untracked() -> bool:
+        """No autograd and no graph capture (an ONNX export traces the differentiable path's plain operations;
+        the in-place steps and `out=` writes of the scoring path do not trace into its graph)."""
+        return not torch.is_grad_enabled() and not torch.jit.is_tracing()
+
+    def _forward_without_grad(
+        self, x: torch.Tensor, condition: torch.Tensor | None, with_log_det: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`forward`'s map where nothing is kept for a backward pass: the element-wise steps run in place on
+        the subnet's fresh output and the global affine writes both halves straight into one output (no
+        concatenation, no temporaries); the log-determinant is summed only when asked for."""
+        x1, x2 = x[:, : self.split], x[:, self.split :]
+        coeffs = self.subnet(x1 if condition is None else torch.cat([x1, condition], 1))
+        half = x2.shape[1]
+        log_scale = coeffs[:, :half].mul_(0.1).tanh_().mul_(self.clamp)
+        log_det = None
+        if with_log_det:
+            positions = x[0, 0].numel()
+            log_det = log_scale.sum(tuple(range(1, x.ndim))) + positions * torch.log(self._scale()).sum()
+        u2 = log_scale.exp_().mul_(x2).add_(coeffs[:, half:], alpha=0.1)
+        scale = self._channel_view(self._scale(), x)
+        offset = self._channel_view(self.global_offset, x)
+        y = torch.empty_like(x, memory_format=torch.contiguous_format)
+        torch.addcmul(offset[:, : self.split], x1, scale[:, : self.split], out=y[:, : self.split])
+        torch.addcmul(offset[:, self.split :], u2, scale[:, self.split :], out=y[:, self.split :])
+        return self._permute(y, reverse=False), log_det
+
 
 class SequentialFlow(nn.Module):
     """Invertible blocks applied in order; returns (z, summed log|det J| per sample).
@@ -138,7 +182,7 @@ class SequentialFlow(nn.Module):
     blocks backwards, mapping z to x.
     """
 
-    def __init__(self, blocks: Iterable[nn.Module]) -> None:
+    def __init__(self, blocks: Iterable[AffineCouplingBlock]) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
 
@@ -150,3 +194,9 @@ class SequentialFlow(nn.Module):
             x, block_log_det = block(x, condition, reverse=reverse)
             log_det = log_det + block_log_det
         return x, log_det
+
+    def transform(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """z alone, without gradients or log-determinants (scoring that reads only the latent)."""
+        for block in self.blocks:
+            x = block.transform(x, condition)
+        return x

@@ -133,8 +133,10 @@ class FastFlow(AnomalyModel):
         return maps.amax(dim=(-2, -1)), maps
 
     def _anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The map reads only z: the flows run without their log-determinants."""
+        self._check_size(images)
         stage_maps = []
-        for z, _ in self.latents(images):
+        for z in (flow.transform(f) for flow, f in zip(self.flows, self.features(images))):
             likelihood = torch.exp(-0.5 * z.pow(2).mean(dim=1))
             stage_maps.append(resize_map(-likelihood, images.shape[-2:]))
         return torch.stack(stage_maps).mean(0)

@@ -30,6 +30,7 @@ from ad_core.model import AnomalyModel
 from ad_core.training import StepContext, TrainingPlan
 from ad_core.types import Batch
 from ad_kd.distillation import cosine_distance, fuse_maps
+from ad_kd.reverse_distillation_inference import FoldedReconstruction
 
 LAYERS = ("layer1", "layer2", "layer3")
 
@@ -40,6 +41,14 @@ def reconstruction_loss(encoded: Sequence[torch.Tensor], decoded: Sequence[torch
     for e, d in zip(encoded, decoded):
         total = total + (1 - F.cosine_similarity(e.flatten(1), d.flatten(1), dim=1)).mean()
     return total
+
+
+def check_reconstruction(images: torch.Tensor, encoded: Sequence[torch.Tensor],
+                         decoded: Sequence[torch.Tensor]) -> None:
+    """The decoder's grids match the encoder's only for image sides that are multiples of 32."""
+    if any(e.shape != d.shape for e, d in zip(encoded, decoded)):
+        raise ValueError(f"Reverse Distillation needs image sides that are multiples of 32 (the decoder doubles "
+                         f"the embedding's grid three times); got {tuple(images.shape[-2:])}")
 
 
 class ReverseDistillation(AnomalyModel):
@@ -71,14 +80,28 @@ class ReverseDistillation(AnomalyModel):
         init_weights(self.decoder)
         self.lr, self.betas = float(lr), (float(betas[0]), float(betas[1]))
         self.fusion, self.sigma = fusion, float(sigma)
+        self._folded: tuple[tuple[tuple[int, int], ...], FoldedReconstruction] | None = None
+
+    def _weights_key(self) -> tuple[tuple[int, int], ...]:
+        """Identifies the current bottleneck and decoder weights: storage and in-place version of each tensor
+        (an optimiser step, a loaded state dict or a move to another device changes it)."""
+        tensors = [*self.bottleneck.parameters(), *self.bottleneck.buffers(), *self.decoder.parameters(),
+                   *self.decoder.buffers()]
+        return tuple((t.data_ptr(), t._version) for t in tensors)
+
+    def folded_reconstruction(self) -> FoldedReconstruction:
+        """The predict path's bottleneck and decoder (BatchNorm folded, channels-last), rebuilt when the
+        weights changed since the last call."""
+        key = self._weights_key()
+        if self._folded is None or self._folded[0] != key:
+            self._folded = (key, FoldedReconstruction(self.bottleneck, self.decoder))
+        return self._folded[1]
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(encoder features, decoder reconstructions), both [layer1, layer2, layer3]."""
         encoded = self.encoder(images)
         decoded = self.decoder(self.bottleneck(encoded))
-        if any(e.shape != d.shape for e, d in zip(encoded, decoded)):
-            raise ValueError(f"Reverse Distillation needs image sides that are multiples of 32 (the decoder doubles "
-                             f"the embedding's grid three times); got {tuple(images.shape[-2:])}")
+        check_reconstruction(images, encoded, decoded)
         return encoded, decoded
 
     def training_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
@@ -89,7 +112,9 @@ class ReverseDistillation(AnomalyModel):
         return torch.optim.Adam(params, lr=self.lr, betas=self.betas)
 
     def compute(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        encoded, decoded = self(images)
+        encoded = self.encoder(images)
+        decoded = self.folded_reconstruction()(encoded)
+        check_reconstruction(images, encoded, decoded)
         maps = [cosine_distance(e, d) for e, d in zip(encoded, decoded)]
         amap = gaussian_blur(fuse_maps(maps, images.shape[-2:], self.fusion), self.sigma)
         return amap.amax(dim=(1, 2)), amap
