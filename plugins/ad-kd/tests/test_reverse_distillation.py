@@ -152,3 +152,20 @@ def test_folded_predict_path_follows_weight_changes(r18) -> None:
     finally:
         r18.load_state_dict(saved)
     torch.testing.assert_close(r18.predict(images).anomaly_map, before)
+
+
+def test_compute_in_training_mode_uses_the_batch_statistics(r18) -> None:
+    """In training mode BatchNorm has no fixed statistics to fold: compute runs the training modules."""
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+    saved = {k: v.clone() for k, v in r18.state_dict().items()}  # training mode moves the running statistics
+    r18.train()
+    try:
+        with torch.no_grad():
+            scores, amap = r18.compute(images)
+            encoded, decoded = r18(images)
+    finally:
+        r18.eval()
+        r18.load_state_dict(saved)
+    expected = sum(F.interpolate((1 - F.cosine_similarity(e, d, dim=1)).unsqueeze(1), size=(64, 64),
+                                 mode="bilinear", align_corners=False)[:, 0] for e, d in zip(encoded, decoded))
+    torch.testing.assert_close(amap, gaussian_blur(expected, 4.0), rtol=1e-4, atol=1e-5)

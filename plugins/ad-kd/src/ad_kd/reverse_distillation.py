@@ -113,7 +113,10 @@ class ReverseDistillation(AnomalyModel):
 
     def compute(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = self.encoder(images)
-        decoded = self.folded_reconstruction()(encoded)
+        if self.training:  # BatchNorm normalises by the batch's statistics: nothing fixed to fold
+            decoded = self.decoder(self.bottleneck(encoded))
+        else:
+            decoded = self.folded_reconstruction()(encoded)
         check_reconstruction(images, encoded, decoded)
         maps = [cosine_distance(e, d) for e, d in zip(encoded, decoded)]
         amap = gaussian_blur(fuse_maps(maps, images.shape[-2:], self.fusion), self.sigma)
