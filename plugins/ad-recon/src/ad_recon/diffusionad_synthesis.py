@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from ad_core.plugin_api import components as C
-from ad_recon.draem_synthesis import augment_texture, rotated_perlin_mask
+from ad_recon.draem_synthesis import augment_texture, check_probabilities, rotated_perlin_mask, unit_range
 
 MASK_TRIES = 50  # Perlin draws before an empty mask is accepted (the authors' limit)
 STRIPS = 8  # strips per side of the self-augmentation's shuffle
@@ -65,16 +65,10 @@ class DiffusionADSynthesis:
     def __init__(self, source: C.TextureSource, foregrounds: C.ForegroundMasks,
                  anomaly_probability: float = 0.5, self_augment_probability: float = 0.0,
                  opacity_range: Sequence[float] = (0.2, 0.8)) -> None:
-        for name, value in (("anomaly_probability", anomaly_probability),
-                            ("self_augment_probability", self_augment_probability)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {value}")
-        low, high = (float(v) for v in opacity_range)
-        if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"opacity_range must be [low, high] within [0, 1], got {list(opacity_range)}")
+        check_probabilities(anomaly_probability=anomaly_probability, self_augment_probability=self_augment_probability)
         self.source, self.foregrounds = source, foregrounds
         self.anomaly_probability, self.self_augment_probability = anomaly_probability, self_augment_probability
-        self.opacity_range = (low, high)
+        self.opacity_range = unit_range("opacity_range", opacity_range)
 
     def texture(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The anomaly's content [3, H, W]: the image self-augmented, or an augmented source texture."""

@@ -18,7 +18,7 @@ empty mask up to that many times (anomalib: 10, so nearly every "anomalous" imag
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -95,18 +95,28 @@ def rotated_perlin_mask(size: tuple[int, int], generator: torch.Generator, min_s
     return mask
 
 
+def check_probabilities(**values: float) -> None:
+    """Each named value must be a probability (the synthesis' options, checked before any draw)."""
+    for name, value in values.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def unit_range(name: str, bounds: Sequence[float]) -> tuple[float, float]:
+    """(low, high) as floats with 0 <= low <= high <= 1, or a ValueError naming the option."""
+    low, high = (float(v) for v in bounds)
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"{name} must be (low, high) with 0 <= low <= high <= 1, got {tuple(bounds)}")
+    return low, high
+
+
 class DraemSynthesis:
     """Turns a batch of normal images into (training images, augmented images, anomaly masks) as DRAEM trains."""
 
     def __init__(self, source: C.TextureSource, anomaly_probability: float = 0.5, rotation_probability: float = 0.3,
                  opacity_range: tuple[float, float] = (0.2, 1.0), empty_mask_retries: int = 0) -> None:
-        for name, value in (("anomaly_probability", anomaly_probability),
-                            ("rotation_probability", rotation_probability)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-        low, high = (float(v) for v in opacity_range)
-        if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"opacity_range must be (low, high) with 0 <= low <= high <= 1, got {opacity_range}")
+        check_probabilities(anomaly_probability=anomaly_probability, rotation_probability=rotation_probability)
+        low, high = unit_range("opacity_range", opacity_range)
         if empty_mask_retries < 0:
             raise ValueError(f"empty_mask_retries must be >= 0, got {empty_mask_retries}")
         self.source, self.anomaly_probability = source, anomaly_probability
