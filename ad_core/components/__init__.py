@@ -8,7 +8,7 @@ public ones:
 - vit: `FrozenViT` (patch-14 / register-token transformers, e.g. DINOv2 with registers)
 - patch_embedding: `PatchEmbedder` (PatchCore's locally aware patch features)
 - maps: `resize_map`, `gaussian_blur`, `gaussian_kernel1d`
-- coreset: `greedy_coreset`, `squared_distance_to`, `sparse_random_projection`; knn: `knn_search`, `nearest_neighbours`, `build_search_index`
+- coreset: `greedy_coreset`, `greedy_cover`, `squared_distance_to`, `sparse_random_projection`; knn: `knn_search`, `nearest_neighbours`, `build_search_index`
 - kmeans: `fit_kmeans`, `kmeans_plus_plus`; pca: `fit_pca`, `PCAFit`
 - losses: `ssim`, `ssim_loss`, `focal_loss`
 - reverse_decoder: `OneClassBottleneck`, `ReverseDecoder`, `resnet_layout`, `DECODER_BLOCKS`, `init_weights`
@@ -35,6 +35,7 @@ _HOMES = {
     "gaussian_blur": "maps",
     "gaussian_kernel1d": "maps",
     "greedy_coreset": "coreset",
+    "greedy_cover": "coreset",
     "squared_distance_to": "coreset",
     "sparse_random_projection": "coreset",
     "knn_search": "knn",

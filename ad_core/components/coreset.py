@@ -32,7 +32,15 @@ def sparse_random_projection(dim_in: int, dim_out: int, seed: int) -> torch.Tens
 
 
 def greedy_coreset(features: torch.Tensor, count: int, covered: torch.Tensor | None = None) -> torch.Tensor:
-    """Indices of `count` points chosen by greedy k-center (farthest-point) selection.
+    """Indices of `count` points chosen by greedy k-center selection (see `greedy_cover`)."""
+    return greedy_cover(features, count, covered)[0]
+
+
+def greedy_cover(
+    features: torch.Tensor, count: int, covered: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of `count` points chosen by greedy k-center (farthest-point) selection, and each point's
+    squared distance to its nearest chosen (or earlier, `covered`) centre afterwards; -1 for chosen points.
 
     Starts at the point farthest from the mean (an outlier, as in the authors' start rule), then
     repeatedly adds the point farthest from the points chosen so far. Each step updates the min-distance
@@ -43,21 +51,23 @@ def greedy_coreset(features: torch.Tensor, count: int, covered: torch.Tensor | N
 
     `covered` (squared distances [points] to centres chosen earlier, e.g. from `squared_distance_to`)
     continues an earlier selection: the greedy starts from the point farthest from those centres, so
-    the points it adds fill the gaps they leave instead of repeating them.
+    the points it adds fill the gaps they leave instead of repeating them. The distances returned let a
+    caller keep the points still worst covered for a later selection (PatchCore's streamed groups).
     """
     n = features.shape[0]
+    if covered is not None and covered.shape != (n,):
+        raise ValueError(f"covered must hold one squared distance per point ({n}), got {tuple(covered.shape)}")
     if count >= n:
-        return torch.arange(n, device=features.device)
+        return torch.arange(n, device=features.device), torch.full((n,), -1.0, device=features.device)
     if count <= 0:
-        return torch.empty(0, dtype=torch.long, device=features.device)
+        left = torch.full((n,), float("inf"), device=features.device) if covered is None else covered.float().clone()
+        return torch.empty(0, dtype=torch.long, device=features.device), left
     x = features.float().contiguous()
     sq = (x * x).sum(1)
     if covered is None:
         min_dist = torch.full((n,), float("inf"), device=x.device)
         current = ((x - x.mean(0)) ** 2).sum(1).argmax()
     else:
-        if covered.shape != (n,):
-            raise ValueError(f"covered must hold one squared distance per point ({n}), got {tuple(covered.shape)}")
         min_dist = covered.float().clone()
         current = min_dist.argmax()
     distance = torch.empty(n, device=x.device)
@@ -69,7 +79,9 @@ def greedy_coreset(features: torch.Tensor, count: int, covered: torch.Tensor | N
         torch.minimum(min_dist, distance, out=min_dist)
         min_dist[current] = -1.0  # never chosen twice, even among duplicates
         current = min_dist.argmax()
-    return chosen
+    min_dist.clamp_(min=0.0)  # the expansion can round a duplicate's distance below 0
+    min_dist[chosen] = -1.0
+    return chosen, min_dist
 
 
 def squared_distance_to(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:

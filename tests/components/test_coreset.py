@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ad_core.components.coreset import greedy_coreset, sparse_random_projection, squared_distance_to
+from ad_core.components.coreset import greedy_coreset, greedy_cover, sparse_random_projection, squared_distance_to
 
 
 def eager_greedy_coreset(x: torch.Tensor, count: int) -> torch.Tensor:
@@ -48,6 +48,22 @@ def test_greedy_coreset_continues_from_covered_distances() -> None:
     assert torch.equal(greedy_coreset(x, 25, covered), whole[15:])
     with pytest.raises(ValueError, match="one squared distance per point"):
         greedy_coreset(x, 5, covered[:10])
+
+
+def test_greedy_cover_returns_what_is_left_uncovered() -> None:
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(300, 8, generator=g)
+    earlier = torch.randn(5, 8, generator=g)
+    covered = squared_distance_to(x, earlier)
+    chosen, left = greedy_cover(x, 20, covered)
+    assert torch.equal(chosen, greedy_coreset(x, 20, covered))
+    assert torch.equal(left[chosen], torch.full((20,), -1.0))
+    rest = torch.ones(300, dtype=torch.bool).index_fill_(0, chosen, False)
+    # each unchosen point's distance to the nearest of the earlier and the chosen centres
+    expected = squared_distance_to(x[rest], torch.cat([earlier, x[chosen]]))
+    torch.testing.assert_close(left[rest], expected, atol=1e-4, rtol=1e-4)
+    # nothing to choose: the distances come back as they were
+    assert torch.equal(greedy_cover(x, 0, covered)[1], covered)
 
 
 def test_sparse_random_projection_is_seeded_sparse_and_scaled() -> None:

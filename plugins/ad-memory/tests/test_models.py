@@ -152,7 +152,8 @@ def test_backbone_stays_frozen_in_train_mode(fitted, test_set) -> None:
 def test_patchcore_streaming_pool_stays_within_budget(train_images, test_set) -> None:
     torch.manual_seed(0)
     budget = 100  # 64x64 images give 8x8 = 64 patches each
-    model = PatchCore(**TINY, coreset_ratio=0.5, max_pending_patches=budget)
+    # no carry (hence no reserve): each group keeps exactly its own share, which the last assert checks
+    model = PatchCore(**TINY, coreset_ratio=0.5, max_pending_patches=budget, carry_patches=0)
     sizes = []
     with torch.no_grad():
         for start in range(0, N_TRAIN, 2):
@@ -178,7 +179,7 @@ def test_patchcore_streaming_pool_stays_within_budget(train_images, test_set) ->
 @pytest.mark.parametrize("seed_groups", [2, 1, 0])
 def test_patchcore_seeded_groups_fill_gaps_instead_of_repeating(train_images, seed_groups: int) -> None:
     # the first two images three times: three identical groups of 128 patches, each keeping 32 bank items
-    model = PatchCore(**TINY, coreset_ratio=0.25, max_pending_patches=128, seed_groups=seed_groups)
+    model = PatchCore(**TINY, coreset_ratio=0.25, max_pending_patches=128, seed_groups=seed_groups, carry_patches=0)
     with torch.no_grad():
         for images in (train_images[:2], train_images[:2], train_images[:2]):
             model.update(images)
@@ -193,6 +194,37 @@ def test_patchcore_seeded_groups_fill_gaps_instead_of_repeating(train_images, se
         assert len(torch.unique(torch.cat(parts[1:]), dim=0)) == 64
     else:  # reduced on its own, every group repeats the first's choice
         assert torch.equal(parts[0], parts[1]) and torch.equal(parts[0], parts[2])
+
+
+class FeaturePatchCore(PatchCore):
+    """PatchCore whose "images" are [B, patches, D] features: the streamed coreset without a backbone."""
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        return images.reshape(-1, images.shape[-1]), (images.shape[1], 1)
+
+
+def test_patchcore_carry_and_reserve_bring_the_budget_to_late_new_looking_groups() -> None:
+    # six groups of a tight cluster, then two groups of widely spread patches: a fixed share per group spends
+    # most of the bank on the cluster; the one-shot greedy spends it on the spread patches
+    g = torch.Generator().manual_seed(0)
+    dim = 16
+    stream = torch.cat([0.2 * torch.randn(24, 50, dim, generator=g), 3.0 * torch.randn(8, 50, dim, generator=g)])
+
+    def covering_radius(**options) -> float:
+        model = FeaturePatchCore(**TINY, **{"target_embed_dim": dim, "pretrain_embed_dim": dim, "projection_dim": 0,
+                                            "coreset_ratio": 0.1, "max_pending_patches": 200, **options})
+        with torch.no_grad():
+            for images in stream.split(4):
+                model.update(images)
+            model.finalize()
+        assert len(model.memory_bank) == 160  # the reserve is spent: 10 % of the 1600 patches
+        return float(nearest_neighbours(stream.reshape(-1, dim), model.memory_bank)[0].max())
+
+    one_shot = covering_radius(max_pending_patches=1 << 20)
+    fixed_shares = covering_radius(carry_patches=0)
+    streamed = covering_radius()
+    assert fixed_shares > 1.18 * one_shot
+    assert streamed < 1.13 * one_shot  # without the reserve (carry alone) 1.20
 
 
 def test_patchcore_training_patches_are_in_the_bank(train_images) -> None:

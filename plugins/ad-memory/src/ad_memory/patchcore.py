@@ -14,10 +14,12 @@ Performance choices (results are those of the plain algorithm up to floating-poi
 - the nearest-neighbour search is exact but pruned: a PCA lower bound on every distance (one thin
   matrix product) rules out most bank items, and only the rest are measured
   (`ad_core.components.knn`; the coreset is `ad_core.components.coreset`);
-- training patches are streamed in groups of `max_pending_patches`: each full group is reduced to its
-  `coreset_ratio` share by a greedy coreset that continues from the items the last `seed_groups` groups
-  kept, and joins the bank, so fit time is linear in the training set and pending memory bounded (see
-  `PatchCore.update`); up to one group it is the one-shot coreset.
+- training patches are streamed in groups of `max_pending_patches`: each full group is reduced by a
+  greedy coreset that continues from the items the last `seed_groups` groups kept, and joins the bank,
+  so fit time is linear in the training set and pending memory bounded (see `PatchCore.update`); the
+  worst-covered patches are carried into the next group's selection and part of each group's share is
+  held back for the last one, so the budget follows the patches that need it; up to one group it is
+  the one-shot coreset.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ad_core.components.backbone import BackboneConfig, image_chunks
-from ad_core.components.coreset import greedy_coreset, sparse_random_projection, squared_distance_to
+from ad_core.components.coreset import greedy_cover, sparse_random_projection, squared_distance_to
 from ad_core.components.knn import build_search_index, nearest_neighbours
 from ad_core.components.maps import gaussian_blur
 from ad_core.components.patch_embedding import PatchEmbedder
@@ -82,6 +84,8 @@ class PatchCore(MemoryBankModel):
         projection_dim: int = 128,
         max_pending_patches: int = 1 << 14,
         seed_groups: int = 8,
+        carry_patches: int = 1 << 13,
+        reserve_ratio: float = 0.2,
         sigma: float = 4.0,
         seed: int = 0,
     ) -> None:
@@ -99,6 +103,12 @@ class PatchCore(MemoryBankModel):
         if seed_groups < 0:
             raise ValueError(f"seed_groups must be >= 0, got {seed_groups}")
         self.seed_groups = int(seed_groups)
+        if carry_patches < 0:
+            raise ValueError(f"carry_patches must be >= 0, got {carry_patches}")
+        if not 0 <= reserve_ratio < 1:
+            raise ValueError(f"reserve_ratio must be in [0, 1), got {reserve_ratio}")
+        self.carry_patches = int(carry_patches)
+        self.reserve_ratio = float(reserve_ratio)
         self.sigma = float(sigma)
         self.seed = int(seed)
         self.embedder = PatchEmbedder(self.backbone.channels, patch_size, pretrain_embed_dim, target_embed_dim)
@@ -125,6 +135,9 @@ class PatchCore(MemoryBankModel):
         self._pool_projected: list[torch.Tensor] = []
         self._bank_parts: list[torch.Tensor] = []
         self._bank_projected: list[torch.Tensor] = []
+        # the worst-covered patches of the groups closed so far, their projections and squared distances to the bank
+        self._carry: list[torch.Tensor] = []  # empty, or one tensor: then the two below are set
+        self._carry_projected = self._carry_covered = torch.empty(0)
         self._seen = 0
         self._kept = 0
 
@@ -133,21 +146,25 @@ class PatchCore(MemoryBankModel):
         """Patches of the open group (below `max_pending_patches` after every update)."""
         return sum(len(p) for p in self._pool)
 
-    def _target_count(self) -> int:
-        return max(1, int(self._seen * self.coreset_ratio))
 
     @torch.no_grad()
     def update(self, batch: Any) -> None:
         """Add a batch of normal images to the open group of candidate patches.
 
         Streaming: once the open group holds `max_pending_patches` patches it is closed: a greedy
-        coreset pass keeps its share of the bank (coreset_ratio of the patches seen so far, less what
-        earlier groups kept) and the rest is dropped. The pass starts from each patch's distance to the
-        items kept by the last `seed_groups` groups (one blocked matrix product), so a group adds the
-        items that fill the bank's gaps rather than repeating what those groups kept; with 0 each group
-        is reduced on its own. Per group the greedy costs O(group x its share) and the seeding
-        O(group x seed_groups x share), so fit time is linear in the training set. With at most one
-        group (16 images of 256 px by default) it is exactly the one-shot coreset.
+        coreset pass over it and the `carry_patches` patches carried from earlier groups keeps its share
+        of the bank (coreset_ratio of the patches seen so far, less what earlier groups kept, less a
+        reserve: `reserve_ratio` of it, at most half the carry); the candidates it leaves worst covered
+        are carried on, the rest dropped.
+        The pass starts from each patch's distance to the items kept by the last `seed_groups` groups
+        (one blocked matrix product), so a group adds the items that fill the bank's gaps rather than
+        repeating what those groups kept; with 0 each group is reduced on its own. A fixed share per
+        group would spend the budget where the stream starts: a later group of new-looking images
+        would find it gone and the first groups' leftovers could never be revisited. The carry and the
+        reserve, which the last group spends, let the greedy take the patches farthest from the bank
+        wherever they came from. Per group the greedy costs O((group + carry) x its share) and the
+        seeding O(group x seed_groups x share), so fit time is linear in the training set. With at
+        most one group (16 images of 256 px by default) it is exactly the one-shot coreset.
         """
         images = batch.image if hasattr(batch, "image") else batch
         if self.is_fitted:  # a new fit starts from scratch
@@ -161,19 +178,31 @@ class PatchCore(MemoryBankModel):
             if self.pending_patches >= self.max_pending_patches:
                 self._close_group()
 
-    def _close_group(self) -> None:
-        """Reduce the open group to its share of the bank by greedy k-center on its projections."""
-        keep = self._target_count() - self._kept
-        projected = torch.cat(self._pool_projected)
-        covered = None
-        if self.seed_groups and self._bank_projected:
-            covered = squared_distance_to(projected, torch.cat(self._bank_projected))
-        chosen = greedy_coreset(projected, keep, covered)
-        self._bank_parts.append(gather_rows(self._pool, chosen))
+    def _close_group(self, last: bool = False) -> None:
+        """Reduce the open group and the carried patches to the group's share of the bank by greedy
+        k-center on their projections; carry the worst-covered of the rest on unless this is the last."""
+        target = max(1, int(self._seen * self.coreset_ratio))
+        held = 0 if last else min(int(self.reserve_ratio * target), self.carry_patches // 2)
+        keep = target - held - self._kept
+        pool = torch.cat(self._pool_projected) if self._pool_projected else None
+        carried = [self._carry_projected] if self._carry else []
+        projected = torch.cat(carried + ([pool] if pool is not None else []))
+        chunks = [*self._carry, *self._pool]
+        covered = [self._carry_covered] if self._carry else []
+        if pool is not None and self.seed_groups and self._bank_projected:
+            covered.append(squared_distance_to(pool, torch.cat(self._bank_projected)))
+        elif pool is not None and covered:  # no seeding window: the group's own patches start uncovered
+            covered.append(torch.full((len(pool),), float("inf"), device=pool.device))
+        chosen, left = greedy_cover(projected, keep, torch.cat(covered) if covered else None)
+        self._bank_parts.append(gather_rows(chunks, chosen))
         if self.seed_groups:  # only the last `seed_groups` groups' items seed the next pass
             self._bank_projected = [*self._bank_projected, projected[chosen]][-self.seed_groups :]
         self._kept += len(chosen)
         self._pool, self._pool_projected = [], []
+        carry = 0 if last else min(self.carry_patches, len(left) - len(chosen))
+        worst = left.topk(carry).indices
+        self._carry = [compact(gather_rows(chunks, worst))] if carry else []
+        self._carry_projected, self._carry_covered = projected[worst], left[worst]
 
     @torch.no_grad()
     def merge_distributed(self, world: World) -> None:
@@ -183,8 +212,8 @@ class PatchCore(MemoryBankModel):
         per-process radius (`coreset_ratio` of each share, so the bank has the single-process size)."""
         if not self._seen:
             raise RuntimeError("PatchCore.merge_distributed() called before any update(): no training patches")
-        if self._pool:
-            self._close_group()
+        if self._pool or self._carry:
+            self._close_group(last=True)
         parts = world.gather_rows(torch.cat(self._bank_parts))
         seen = world.sum_int(self._seen, parts[0].device)
         if world.is_main:  # no group is closed after this, so the seeding window is not needed any more
@@ -196,8 +225,8 @@ class PatchCore(MemoryBankModel):
         """Close the last group, make the union of the groups' coresets the memory bank, mark fitted."""
         if not self._seen:
             raise RuntimeError("PatchCore.finalize() called before any update(): no training patches")
-        if self._pool:
-            self._close_group()
+        if self._pool or self._carry:
+            self._close_group(last=True)
         bank = torch.cat(self._bank_parts)
         self._reset_pool()
         self.set_buffer("memory_bank", bank)
