@@ -15,7 +15,9 @@ bank's own float32 size; the bank size; and the covering radius: the largest dis
 its nearest bank item, in the 128-d random projection the greedy works in (over every training image when that
 costs at most `--radius-budget` multiply-adds, else over an evenly spaced subset of the images, marked `sampled`:
 a lower bound). Modes: "seeded" is the default streaming (groups of `max_pending_patches`, each group's greedy
-continuing from the bank so far), "grouped" the same with each group reduced on its own (`seed_groups=0`),
+continuing from the bank so far and from the patches earlier groups left worst covered, with a reserve for the last
+group), "fixed" the same without carry and reserve (each group keeps exactly its share: the default before them),
+"grouped" each group reduced on its own (`seed_groups=0`, no carry),
 "exact" a single group (the one-shot greedy coreset, quadratic). The fit-time exponents are the least-squares slopes
 of log(time) on log(images), of the wall time and of the process's CPU time (which, for a one-thread fit, does not
 swing with the load of a shared machine), over the sizes recorded beside them. Training images are the normal
@@ -39,7 +41,7 @@ import time
 from pathlib import Path
 
 ONE_GROUP = 1 << 40
-MODES = {"seeded": {}, "grouped": {"seed_groups": 0},
+MODES = {"seeded": {}, "fixed": {"carry_patches": 0}, "grouped": {"seed_groups": 0, "carry_patches": 0},
          "exact": {"max_pending_patches": ONE_GROUP}}
 RESULTS = Path(__file__).resolve().parent / "results"
 LISTED_PAIRS = 20  # changed test pairs listed in the record (all of them are counted)
@@ -142,11 +144,11 @@ def one_fit(args: argparse.Namespace) -> dict:
             return out
         return run
 
-    pc.greedy_coreset = timed(pc.greedy_coreset, "greedy")
+    pc.greedy_cover = timed(pc.greedy_cover, "greedy")
     pc.squared_distance_to = timed(pc.squared_distance_to, "seeding")
     with torch.inference_mode():  # page in the code the fit runs (libraries map it lazily) before the floor
         model.embed(next(training_batches(args.data, 1, args.size)))
-        pc.greedy_coreset(torch.randn(64, 8), 2, torch.rand(64))
+        pc.greedy_cover(torch.randn(64, 8), 2, torch.rand(64))
     floor = reset_peak_rss()
     anonymous = AnonymousPeak()
     start, cpu = time.perf_counter(), time.process_time()
