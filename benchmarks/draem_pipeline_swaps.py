@@ -326,6 +326,10 @@ def main() -> None:
         p.add_argument("--steps", type=int, default=50)
         p.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
+    if args.command == "train" and args.synthesis == "anomalib" and (args.augmenters, args.empty_noise) != (
+            "authors", "keep"):
+        parser.error("--augmenters and --empty-noise change our synthesis; with --synthesis anomalib the batches "
+                     "are anomalib's as dumped")
     {"dump": dump, "dump-weights": dump_weights, "train": train, "score-maps": score_maps}[args.command](args)
 
 
