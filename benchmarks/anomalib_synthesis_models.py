@@ -12,6 +12,9 @@ included), peak RSS and the RSS after imports (the import floor). Example (the d
 `--max-steps N` stops after N training batches (our run key `max_steps`) and skips anomalib's validation pass
 (without it the post-processor leaves the raw scores, which AUROC ranks the same), so fit s is training alone.
 JPEG folders (e.g. magnetic_tile) are read too: anomalib's MVTec reader accepts only .png by default.
+`--save-maps FILE.npz` writes the test batches as anomalib's metrics see them: the pre-processed images, the
+ground-truth masks, the labels, the raw anomaly maps and the post-processed (normalised) maps its pixel AUROC ranks,
+and the image paths, so that they can be scored with another metric (`draem_pipeline_swaps.py score-maps`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,31 @@ def stop_after_batches(count: int):
     return StopAfterBatches()
 
 
+def keep_test_batches(store: list):
+    """A Lightning callback that keeps each test batch and a copy of its raw anomaly map; it runs before the
+    model's own callbacks, so the post-processor normalises the kept batch in place afterwards."""
+    from lightning.pytorch.callbacks import Callback
+
+    class KeepTestBatches(Callback):
+        def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+            store.append((outputs, outputs.anomaly_map.detach().clone()))
+
+    return KeepTestBatches()
+
+
+def save_test_batches(store: list, path: str) -> None:
+    import numpy as np
+
+    def stack(values) -> "np.ndarray":
+        return np.concatenate([v.detach().cpu().numpy() for v in values])
+
+    batches = [b for b, _ in store]
+    np.savez_compressed(path, images=stack(b.image for b in batches), masks=stack(b.gt_mask for b in batches),
+                        labels=stack(b.gt_label for b in batches), raw_maps=stack(m for _, m in store),
+                        maps=stack(b.anomaly_map for b in batches),
+                        paths=np.asarray([str(p) for b in batches for p in b.image_path]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True)
@@ -60,6 +88,8 @@ def main() -> None:
     parser.add_argument("--noise-std", type=float, default=None,
                         help="SuperSimpleNet: the feature noise σ (anomalib fixes the paper's 0.015; our noise_std)")
     parser.add_argument("--svd", type=int, default=0, help="GLASS: 1 = hypersphere projection, 0 = manifold")
+    parser.add_argument("--save-maps", default=None, metavar="FILE.npz",
+                        help="write the test images, masks, labels and anomaly maps (raw and normalised)")
     parser.add_argument("--draem-widths", type=int, nargs=2, default=None, metavar=("RECON", "DISCR"),
                         help="DRAEM's base widths (anomalib hard-codes the paper's 128 and 64)")
     args = parser.parse_args()
@@ -102,17 +132,22 @@ def main() -> None:
                       pre_processor=Glass.configure_pre_processor(image_size=size))
     data = MVTecAD(root=args.root, category=args.category, train_batch_size=args.batch_size,
                    eval_batch_size=args.batch_size, num_workers=0, seed=args.seed)
+    kept: list = []
     with tempfile.TemporaryDirectory() as workdir:
-        bounded = {} if args.max_steps is None else {"callbacks": [stop_after_batches(args.max_steps)],
-                                                      "limit_val_batches": 0}
+        callbacks = [keep_test_batches(kept)] if args.save_maps else []
+        bounded = {} if args.max_steps is None else {"limit_val_batches": 0}
+        if args.max_steps is not None:
+            callbacks.append(stop_after_batches(args.max_steps))
         engine = Engine(logger=False, accelerator="cpu", devices=1, default_root_dir=workdir, max_epochs=args.epochs,
-                        enable_progress_bar=False, enable_model_summary=False, **bounded)
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks, **bounded)
         start = time.perf_counter()
         engine.fit(model=model, datamodule=data)
         fit_s = time.perf_counter() - start
         start = time.perf_counter()
         metrics = engine.test(model=model, datamodule=data, verbose=False)[0]
         test_s = time.perf_counter() - start
+        if args.save_maps:
+            save_test_batches(kept, args.save_maps)
     print(json.dumps({"model": f"{args.model} (anomalib 2.7)", "image_AUROC": float(metrics["image_AUROC"]),
                       "pixel_AUROC": float(metrics["pixel_AUROC"]), "fit_s": fit_s,
                       "test_img_s": len(data.test_data) / test_s, "peak_rss_MB": peak_rss_mb(),
