@@ -9,7 +9,8 @@ in. For each size, each variant (PatchCore options; `default` = none) runs the m
 those projections (a PatchCore whose `embed` returns them as they are: the projection is then the identity), and the
 one-shot greedy runs `greedy_coreset` over all of the size's patches. Radius = the largest distance of a training
 patch to the bank, over every patch. The one-shot greedy is quadratic (about 35 minutes for 400 images of 256 px on
-one thread here); `--exact-up-to` bounds it. A JSON record goes under benchmarks/results/.
+one thread here); `--exact-up-to` bounds it, and `--reuse-one-shot` takes the radii an earlier record of
+the same backbone and size holds (the one-shot greedy does not depend on the streaming options). A JSON record goes under benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -74,12 +75,17 @@ def main() -> None:
     parser.add_argument("--variants", type=lambda s: s.split(","), default=["default", "carry_patches=0"])
     parser.add_argument("--exact-up-to", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reuse-one-shot", action="store_true",
+                        help="take the one-shot radii of the sizes the existing record has instead of recomputing them")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     patches = projections(args.data, args.images, args.size, args.backbone)
     record = {"benchmark": "coreset_radius", "backbone": args.backbone, "image_size": args.size, "data": args.data,
               "threads": args.threads, "rows": []}
     path = RESULTS / f"coreset_radius_{args.backbone}_{args.size}px.json"
+    earlier = {}
+    if args.reuse_one_shot and path.exists():
+        earlier = {row["images"]: row["one-shot"] for row in json.loads(path.read_text())["rows"] if "one-shot" in row}
     for n in args.sizes:
         subset = patches[:n]
         row = {"images": n, "patches": subset.shape[0] * subset.shape[1]}
@@ -87,12 +93,15 @@ def main() -> None:
             start = time.perf_counter()
             radius, bank = streamed_radius(subset, parse_variant(variant))
             row[variant] = {"radius": round(radius, 4), "bank": bank, "seconds": round(time.perf_counter() - start, 1)}
-        if n <= args.exact_up_to:
+        if n in earlier:
+            row["one-shot"] = {**earlier[n], "reused": True}
+        elif n <= args.exact_up_to:
             start = time.perf_counter()
             flat = subset.reshape(-1, subset.shape[-1])
             bank = flat[greedy_coreset(flat, int(len(flat) * 0.1))]
             row["one-shot"] = {"radius": round(float(squared_distance_to(flat, bank).max().sqrt()), 4),
                                "bank": len(bank), "seconds": round(time.perf_counter() - start, 1)}
+        if "one-shot" in row:
             for variant in args.variants:
                 row[variant]["over_one_shot"] = round(row[variant]["radius"] / row["one-shot"]["radius"], 3)
         record["rows"].append(row)

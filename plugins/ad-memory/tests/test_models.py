@@ -212,7 +212,8 @@ def test_patchcore_carry_and_reserve_bring_the_budget_to_late_new_looking_groups
 
     def covering_radius(**options) -> float:
         model = FeaturePatchCore(**TINY, **{"target_embed_dim": dim, "pretrain_embed_dim": dim, "projection_dim": 0,
-                                            "coreset_ratio": 0.1, "max_pending_patches": 200, **options})
+                                            "coreset_ratio": 0.1, "max_pending_patches": 200, "carry_patches": 50,
+                                            **options})
         with torch.no_grad():
             for images in stream.split(4):
                 model.update(images)
@@ -224,7 +225,7 @@ def test_patchcore_carry_and_reserve_bring_the_budget_to_late_new_looking_groups
     fixed_shares = covering_radius(carry_patches=0)
     streamed = covering_radius()
     assert fixed_shares > 1.18 * one_shot
-    assert streamed < 1.13 * one_shot  # without the reserve (carry alone) 1.20
+    assert streamed < 1.15 * one_shot  # 1.12; without the reserve (carry alone) 1.20
 
 
 def test_patchcore_training_patches_are_in_the_bank(train_images) -> None:
