@@ -57,7 +57,7 @@ def keep_test_batches(store: list):
 def save_test_batches(store: list, path: str) -> None:
     import numpy as np
 
-    def stack(values) -> "np.ndarray":
+    def stack(values) -> np.ndarray:
         return np.concatenate([v.detach().cpu().numpy() for v in values])
 
     batches = [b for b, _ in store]
