@@ -228,6 +228,14 @@ def test_patchcore_carry_and_reserve_bring_the_budget_to_late_new_looking_groups
     assert streamed < 1.15 * one_shot  # 1.12; without the reserve (carry alone) 1.20
 
 
+@pytest.mark.parametrize(("options", "message"), [({"carry_patches": 200, "max_pending_patches": 200}, "carry_patches"),
+                                                   ({"carry_patches": -1}, "carry_patches"),
+                                                   ({"reserve_ratio": 1.0}, "reserve_ratio")])
+def test_patchcore_rejects_a_carry_that_leaves_no_room_and_a_whole_reserve(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PatchCore(**TINY, **options)
+
+
 def test_patchcore_training_patches_are_in_the_bank(train_images) -> None:
     model = fit(PatchCore(**TINY, coreset_ratio=1.0), train_images[:3])
     with torch.no_grad():

@@ -144,14 +144,13 @@ class PatchCore(MemoryBankModel):
 
     @property
     def pending_patches(self) -> int:
-        """Patches of the open group (with the carried ones, below `max_pending_patches` after every update)."""
+        """Patches of the open group (with `carried_patches`, below `max_pending_patches` after every update)."""
         return sum(len(p) for p in self._pool)
 
     @property
     def carried_patches(self) -> int:
         """Patches carried from the closed groups into the open group's greedy pass."""
         return len(self._carry_projected) if self._carry else 0
-
 
     @torch.no_grad()
     def update(self, batch: Any) -> None:
