@@ -77,6 +77,17 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
                       persistent_workers=settings.persistent_workers and workers > 0)
 
 
+def training_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int | None = None,
+                    world: World | None = None) -> DataLoader:
+    """The training images in a seeded random order, for every trainer.
+
+    A gradient model's epochs need it; so does a one-pass model whose bank is chosen as the images stream by
+    (PatchCore's groups each get a share of the coreset, which fits only if the groups look alike). A folder sorted
+    by file name often does not: on the magnetic-tile set the later files are more varied, and PatchCore fed them
+    in name order scored pixel AUROC 0.010 below its one-shot coreset, 0.001 below once shuffled."""
+    return make_loader(dataset, batch_size, shuffle=True, seed=seed, num_workers=num_workers, world=world)
+
+
 def preprocessed(loader: Iterable[Batch], detector: Detector) -> Iterator[Batch]:
     """Batches as the plugin model sees them: normalised by the detector's pre-processor."""
 
@@ -159,8 +170,7 @@ def run_one(dataset: str, category: str, model_name: str, root: str | Path | Non
                                       config=fingerprinted_config(config, seed), world=world)
     trainer = trainer_class(config.spec.trainer)(options)
     workers = run.get("num_workers")
-    train_loader = make_loader(train_set, batch_size, shuffle=config.spec.trainer != "feature_bank", seed=seed,
-                               num_workers=workers, world=world)
+    train_loader = training_loader(train_set, batch_size, seed, num_workers=workers, world=world)
     eval_batch = int(run.get("eval_batch_size", batch_size))
     test_loader = make_loader(test_set, eval_batch, shuffle=False, seed=seed, num_workers=workers)
     val_loader = make_loader(split.validation, eval_batch, shuffle=False, seed=seed, num_workers=workers)

@@ -33,7 +33,7 @@ from ad_core.preprocessing import PreProcessor
 from ad_core.reports import format_table
 from ad_core.run_folder import open_run_folder, run_folder_scope
 from ad_core.run_settings import pop_runner_settings
-from ad_core.runner import RunResult, _build, make_loader, model_meta, preprocessed
+from ad_core.runner import RunResult, _build, make_loader, model_meta, preprocessed, training_loader
 from ad_core.settings import settings
 from ad_core.training import TrainerOptions, seed_everything, trainer_class
 from ad_core.training.fingerprint import fingerprinted_config
@@ -214,8 +214,7 @@ def run_unified(dataset: str, categories: list[str], model_name: str, root: str 
     options = TrainerOptions.from_run(run, device=runner.device, checkpoint_dir=out / "train_state",
                                       config=fingerprinted_config(config, runner.seed))
     trainer = trainer_class(config.spec.trainer)(options)
-    train_loader = make_loader(train_set, batch_size, shuffle=config.spec.trainer != "feature_bank",
-                               seed=runner.seed, num_workers=workers)
+    train_loader = training_loader(train_set, batch_size, runner.seed, num_workers=workers)
     union_loader = make_loader(union_validation, eval_batch, shuffle=False, seed=runner.seed, num_workers=workers)
     val = preprocessed(union_loader, detector) if run.get("early_stopping_patience") else None
     report = trainer.fit(model, preprocessed(train_loader, detector), val, generator=train_loader.generator)

@@ -351,3 +351,36 @@ def test_dfkde_pca_subsample_and_scores(train_images, test_set) -> None:
     small = fit(Dfkde(**TINY), train_images[:5])
     assert small.pca_components.shape[1] == 4
     assert torch.isfinite(small.predict(test_set[0][:2]).score).all()
+
+
+@pytest.mark.parametrize("unified", [False, True])
+def test_runner_streams_training_images_to_patchcore_in_a_seeded_random_order(tmp_path, monkeypatch,
+                                                                              unified: bool) -> None:
+    """PatchCore's streamed groups each take a share of the bank, which fits only if the groups look alike: a folder
+    in name order (or a unified run's categories one after another) must reach it shuffled, the same way per seed."""
+    from ad_core.data.synthetic import write_demo_dataset
+    from ad_core.runner import run_one
+    from ad_core.unified import run_unified
+
+    categories = ["weave", "plate"] if unified else ["weave"]
+    root = write_demo_dataset(tmp_path / "data", categories, image_size=32, n_train=12, n_test_normal=1,
+                              n_test_anomalous=1)
+    orders: list[list[str]] = []
+    update = PatchCore.update
+
+    def recording_update(self, batch) -> None:
+        orders[-1].extend(batch.path)
+        update(self, batch)
+
+    monkeypatch.setattr(PatchCore, "update", recording_update)
+    for seed in (0, 0, 1):
+        orders.append([])
+        settings = dict(root=root, output_dir=tmp_path / f"out{len(orders)}", image_size=32, pretrained=False,
+                        batch_size=4, write_maps=False, device="cpu", seed=seed, backbone="resnet18")
+        if unified:
+            run_unified("mvtec", categories, "patchcore", **settings)
+        else:
+            run_one("mvtec", "weave", "patchcore", **settings)
+    assert len(orders[0]) >= 6
+    assert orders[0] != sorted(orders[0])
+    assert orders[0] == orders[1] and orders[0] != orders[2]

@@ -36,6 +36,7 @@ from ad_core.components.knn import build_search_index, nearest_neighbours
 from ad_core.components.maps import gaussian_blur
 from ad_core.components.patch_embedding import PatchEmbedder
 from ad_memory.features import MemoryBankModel
+from ad_memory.row_slabs import RowSlabs
 
 if TYPE_CHECKING:
     from ad_core.plugin_api import World
@@ -134,7 +135,7 @@ class PatchCore(MemoryBankModel):
     def _reset_pool(self) -> None:
         self._pool: list[torch.Tensor] = []
         self._pool_projected: list[torch.Tensor] = []
-        self._bank_parts: list[torch.Tensor] = []
+        self._bank = RowSlabs()  # the closed groups' items
         self._bank_projected: list[torch.Tensor] = []
         # the worst-covered patches of the groups closed so far, their projections and squared distances to the bank
         self._carry: list[torch.Tensor] = []  # empty, or one tensor: then the two below are set
@@ -201,7 +202,7 @@ class PatchCore(MemoryBankModel):
         elif pool is not None and covered:  # no seeding window: the group's own patches start uncovered
             covered.append(torch.full((len(pool),), float("inf"), device=pool.device))
         chosen, left = greedy_cover(projected, keep, torch.cat(covered) if covered else None)
-        self._bank_parts.append(gather_rows(chunks, chosen))
+        self._bank.append(gather_rows(chunks, chosen))
         if self.seed_groups:  # only the last `seed_groups` groups' items seed the next pass
             self._bank_projected = [*self._bank_projected, projected[chosen]][-self.seed_groups :]
         self._kept += len(chosen)
@@ -221,11 +222,13 @@ class PatchCore(MemoryBankModel):
             raise RuntimeError("PatchCore.merge_distributed() called before any update(): no training patches")
         if self._pool or self._carry:
             self._close_group(last=True)
-        parts = world.gather_rows(torch.cat(self._bank_parts))
+        parts = world.gather_rows(self._bank.take())
         seen = world.sum_int(self._seen, parts[0].device)
         if world.is_main:  # no group is closed after this, so the seeding window is not needed any more
-            self._bank_parts, self._bank_projected = parts, []
-            self._seen, self._kept = seen, sum(len(p) for p in parts)
+            for part in parts:
+                self._bank.append(part)
+            self._bank_projected = []
+            self._seen, self._kept = seen, len(self._bank)
 
     @torch.no_grad()
     def finalize(self) -> None:
@@ -234,7 +237,7 @@ class PatchCore(MemoryBankModel):
             raise RuntimeError("PatchCore.finalize() called before any update(): no training patches")
         if self._pool or self._carry:
             self._close_group(last=True)
-        bank = torch.cat(self._bank_parts)
+        bank = self._bank.take()
         self._reset_pool()
         self.set_buffer("memory_bank", bank)
         for name, value in zip(("search_mean", "search_basis", "search_coords"), build_search_index(bank)):
