@@ -9,8 +9,11 @@ in. For each size, each variant (PatchCore options; `default` = none) runs the m
 those projections (a PatchCore whose `embed` returns them as they are: the projection is then the identity), and the
 one-shot greedy runs `greedy_coreset` over all of the size's patches. Radius = the largest distance of a training
 patch to the bank, over every patch. The one-shot greedy is quadratic (about 35 minutes for 400 images of 256 px on
-one thread here); `--exact-up-to` bounds it, and `--reuse-one-shot` takes the radii an earlier record of
-the same backbone and size holds (the one-shot greedy does not depend on the streaming options). A JSON record goes under benchmarks/results/.
+one thread here); `--exact-up-to` bounds it, and `--reuse-one-shot` takes the radii the earlier records of
+the same backbone and size hold (the one-shot greedy depends neither on the streaming options nor on the order).
+`--order shuffled` (the default) streams each size's images in a seeded random order, as the runner feeds them;
+`--order name` in file-name order (the runner's order for feature-bank models before it shuffled them).
+A JSON record goes under benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -74,19 +77,25 @@ def main() -> None:
     parser.add_argument("--variants", type=lambda s: s.split(","), default=["default", "carry_patches=0"])
     parser.add_argument("--exact-up-to", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--order", choices=["shuffled", "name"], default="shuffled",
+                        help="order in which the streamed variants see each size's images")
     parser.add_argument("--reuse-one-shot", action="store_true",
                         help="take the one-shot radii of the sizes the existing record has instead of recomputing them")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     patches = projections(args.data, args.images, args.size, args.backbone)
     record = {"benchmark": "coreset_radius", "backbone": args.backbone, "image_size": args.size, "data": args.data,
-              "threads": args.threads, "rows": []}
-    path = RESULTS / f"coreset_radius_{args.backbone}_{args.size}px.json"
+              "threads": args.threads, "order": args.order, "rows": []}
+    path = RESULTS / f"coreset_radius_{args.backbone}_{args.size}px{'' if args.order == 'shuffled' else '_name_order'}.json"
     earlier = {}
-    if args.reuse_one_shot and path.exists():
-        earlier = {row["images"]: row["one-shot"] for row in json.loads(path.read_text())["rows"] if "one-shot" in row}
+    if args.reuse_one_shot:  # from the records of either order: the one-shot greedy does not see the order
+        for earlier_path in sorted(RESULTS.glob(f"coreset_radius_{args.backbone}_{args.size}px*.json")):
+            rows = json.loads(earlier_path.read_text())["rows"]
+            earlier.update({row["images"]: row["one-shot"] for row in rows if "one-shot" in row})
     for n in args.sizes:
-        subset = patches[:n]
+        subset = patches[:n]  # the first n images: the set the one-shot radius is of
+        if args.order == "shuffled":
+            subset = subset[torch.randperm(n, generator=torch.Generator().manual_seed(0))]
         row = {"images": n, "patches": subset.shape[0] * subset.shape[1]}
         for variant in args.variants:
             start = time.perf_counter()

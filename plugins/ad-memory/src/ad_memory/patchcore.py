@@ -19,7 +19,10 @@ Performance choices (results are those of the plain algorithm up to floating-poi
   so fit time is linear in the training set and pending memory bounded (see `PatchCore.update`); the
   worst-covered patches are carried into the next group's selection and part of each group's share is
   held back for the last one, so the budget follows the patches that need it; up to one group it is
-  the one-shot coreset.
+  the one-shot coreset. Each group's share fits only if the groups look alike, so the runner streams the training
+  images in a seeded random order (`ad_core.runner.training_loader`); a caller of `update` should shuffle too;
+- the bank's rows are kept in 64 MB slabs (`ad_memory.row_slabs`) that are released as the final bank is assembled,
+  so the fit's peak holds the bank once, not twice.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Why slabs: the bank's size is known only when the stream ends, and its rows come
 as one small tensor per group, they sit in the C heap, whose freed space the process keeps: joining them into
 the final bank then holds the bank twice, and the second copy stays resident after the parts are freed. A slab is
 large enough for the allocator to map and unmap it whole, so `take` releases each slab as soon as it is copied,
-and the fit's peak holds the bank about once.
+and the fit's peak holds the bank about once (measured, resnet18, 1600 images of 256 px, a 640 MB bank: 985 MB
+above the import floor, against 1688 MB with one tensor per group).
 """
 
 from __future__ import annotations
