@@ -22,7 +22,9 @@ group), "fixed" the same without carry and reserve (each group keeps exactly its
 of log(time) on log(images), of the wall time and of the process's CPU time (which, for a one-thread fit, does not
 swing with the load of a shared machine), over the sizes recorded beside them. Training images are the normal
 training images of an MVTec-layout folder (`--data`, resized to a square; past its count, copies flipped horizontally, vertically or
-both) or, without it, the synthetic demo generator. The AUROC comparison trains `patchcore-r18` through the runner
+both) or, without it, the synthetic demo generator. The fits stream them in file-name order (then the copies), the harder case for the
+streamed shares; the runner shuffles the training images (`ad_core.runner.training_loader`), and so does the AUROC
+comparison, which trains through it. The AUROC comparison trains `patchcore-r18` through the runner
 (default settings but the mode) on every demo category, or on the category folder `--auroc-data`, in each mode,
 and prints the image/pixel AUROCs side by side.
 A JSON record goes under benchmarks/results/.
