@@ -228,7 +228,6 @@ def test_patchcore_carry_and_reserve_bring_the_budget_to_late_new_looking_groups
     assert streamed < 1.15 * one_shot  # 1.12; without the reserve (carry alone) 1.20
 
 
-
 def test_patchcore_greedy_pass_holds_the_carry_within_max_pending_patches() -> None:
     # the carried patches count towards the pass: a group closes once it and the carry fill max_pending_patches
     model = FeaturePatchCore(**TINY, target_embed_dim=8, pretrain_embed_dim=8, projection_dim=0,
@@ -241,6 +240,7 @@ def test_patchcore_greedy_pass_holds_the_carry_within_max_pending_patches() -> N
             sizes.append((model.pending_patches, model.carried_patches))
     assert max(p + c for p, c in sizes) < 200
     assert max(c for _, c in sizes) == 50  # the carry is in use
+
 
 @pytest.mark.parametrize(("options", "message"), [({"carry_patches": 200, "max_pending_patches": 200}, "carry_patches"),
                                                    ({"carry_patches": -1}, "carry_patches"),

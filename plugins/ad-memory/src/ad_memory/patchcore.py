@@ -144,7 +144,6 @@ class PatchCore(MemoryBankModel):
         self._carry: list[torch.Tensor] = []  # empty, or one tensor: then the two below are set
         self._carry_projected = self._carry_covered = torch.empty(0)
         self._seen = 0
-        self._kept = 0
 
     @property
     def pending_patches(self) -> int:
@@ -194,7 +193,7 @@ class PatchCore(MemoryBankModel):
         k-center on their projections; carry the worst-covered of the rest on unless this is the last."""
         target = max(1, int(self._seen * self.coreset_ratio))
         held = 0 if last else min(int(self.reserve_ratio * target), self.carry_patches // 2)
-        keep = target - held - self._kept
+        keep = target - held - len(self._bank)
         pool = torch.cat(self._pool_projected) if self._pool_projected else None
         carried = [self._carry_projected] if self._carry else []
         projected = torch.cat(carried + ([pool] if pool is not None else []))
@@ -208,7 +207,6 @@ class PatchCore(MemoryBankModel):
         self._bank.append(gather_rows(chunks, chosen))
         if self.seed_groups:  # only the last `seed_groups` groups' items seed the next pass
             self._bank_projected = [*self._bank_projected, projected[chosen]][-self.seed_groups :]
-        self._kept += len(chosen)
         self._pool, self._pool_projected = [], []
         carry = 0 if last else min(self.carry_patches, len(left) - len(chosen))
         worst = left.topk(carry).indices
@@ -231,7 +229,7 @@ class PatchCore(MemoryBankModel):
             for part in parts:
                 self._bank.append(part)
             self._bank_projected = []
-            self._seen, self._kept = seen, len(self._bank)
+            self._seen = seen
 
     @torch.no_grad()
     def finalize(self) -> None:
