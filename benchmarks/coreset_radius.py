@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--order", choices=["shuffled", "name"], default="shuffled",
                         help="order in which the streamed variants see each size's images")
     parser.add_argument("--reuse-one-shot", action="store_true",
-                        help="take the one-shot radii of the sizes the existing record has instead of recomputing them")
+                        help="take the one-shot radii of the sizes the existing records (either order) hold instead of recomputing them")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     patches = projections(args.data, args.images, args.size, args.backbone)
